@@ -1,0 +1,49 @@
+"""Federated Averaging, weighted and unweighted; with an adaptive server optimiser, FedOpt.
+
+McMahan, Moore, Ramage, Hampson, Agüera y Arcas, "Communication-Efficient Learning of Deep
+Networks from Decentralized Data", AISTATS 2017 (arXiv:1602.05629). With a server optimiser other
+than SGD(1.0) this is FedOpt: Reddi et al., "Adaptive Federated Optimization", ICLR 2021
+(arXiv:2003.00295).
+
+Each round, every sampled client runs local SGD (the client optimiser) from the global weights
+over `num_epochs` of its data, and returns its model delta; the server averages the deltas
+(weighted by example count, or unweighted) and applies the average as a pseudo-gradient with the
+server optimiser. The process is TFF's own `build_weighted_fed_avg`/`build_unweighted_fed_avg`.
+"""
+
+from typing import Optional
+
+import tensorflow_federated as tff
+
+from tff_lab.tasks import task as task_lib
+
+
+def build_fedavg(task: task_lib.Task,
+                 client_optimizer: tff.learning.optimizers.Optimizer,
+                 server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+                 weighted: bool = True,
+                 model_aggregator=None,
+                 loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
+                 ) -> tff.learning.templates.LearningProcess:
+  """Returns a FedAvg (or FedOpt) learning process for `task`.
+
+  Args:
+    task: The task whose `tff_model_fn` is trained.
+    client_optimizer: Local optimiser.
+    server_optimizer: Applies the averaged delta; defaults to SGD with learning rate 1.0 (plain
+      FedAvg).
+    weighted: Weight client deltas by example count (True) or equally (False).
+    model_aggregator: Optional `tff.aggregators` factory for the deltas (weighted or unweighted,
+      matching `weighted`).
+    loop_implementation: How clients iterate their dataset.
+  """
+  server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
+  if weighted:
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        task.tff_model_fn, client_optimizer_fn=client_optimizer,
+        server_optimizer_fn=server_optimizer, model_aggregator=model_aggregator,
+        loop_implementation=loop_implementation)
+  return tff.learning.algorithms.build_unweighted_fed_avg(
+      task.tff_model_fn, client_optimizer_fn=client_optimizer,
+      server_optimizer_fn=server_optimizer, model_aggregator=model_aggregator,
+      loop_implementation=loop_implementation)

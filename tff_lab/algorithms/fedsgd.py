@@ -1,0 +1,27 @@
+"""Federated SGD.
+
+McMahan et al., AISTATS 2017 (arXiv:1602.05629), §2: each sampled client computes the gradient of
+its mean loss over *all* its examples at the global weights (one gradient, however the data is
+batched); the server averages the gradients weighted by example count and takes one step of the
+server optimiser. With server SGD at rate α this is θ ← θ − α·Σ_k (n_k/n)·∇L_k(θ), i.e. one step
+of centralised gradient descent over the union of the sampled clients' data (tested in
+tests/algorithms/test_fedsgd.py against NumPy).
+"""
+
+from typing import Optional
+
+import tensorflow_federated as tff
+
+from tff_lab.tasks import task as task_lib
+
+
+def build_fedsgd(task: task_lib.Task,
+                 server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+                 model_aggregator=None,
+                 loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
+                 ) -> tff.learning.templates.LearningProcess:
+  """Returns TFF's FedSGD process for `task` (server SGD with rate 0.1 by default)."""
+  server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
+  return tff.learning.algorithms.build_fed_sgd(
+      task.tff_model_fn, server_optimizer_fn=server_optimizer, model_aggregator=model_aggregator,
+      loop_implementation=loop_implementation)

@@ -1,0 +1,37 @@
+"""The algorithm names the experiment binary and configs accept.
+
+`--algorithm` takes one of `ALGORITHMS`; FedOpt (FedAdam, FedYogi, FedAdagrad, FedAvgM) is
+`fedavg` with a non-SGD `--server_optimizer`.
+"""
+
+from typing import Optional
+
+import tensorflow_federated as tff
+
+from tff_lab.algorithms import fedavg
+from tff_lab.algorithms import fedprox
+from tff_lab.algorithms import fedsgd
+from tff_lab.tasks import task as task_lib
+
+ALGORITHMS = ('fedavg', 'fedavg_unweighted', 'fedsgd', 'fedprox')
+
+
+def check_algorithm(name: str) -> None:
+  if name not in ALGORITHMS:
+    raise ValueError(f'unknown algorithm {name!r}; choose one of {list(ALGORITHMS)}')
+
+
+def create_learning_process(name: str, task: task_lib.Task,
+                            client_optimizer: Optional[tff.learning.optimizers.Optimizer],
+                            server_optimizer: Optional[tff.learning.optimizers.Optimizer],
+                            mu: float = 0.0, model_aggregator=None
+                            ) -> tff.learning.templates.LearningProcess:
+  """Builds the learning process for algorithm `name` (FedSGD ignores the client optimiser)."""
+  check_algorithm(name)
+  if name == 'fedsgd':
+    return fedsgd.build_fedsgd(task, server_optimizer, model_aggregator=model_aggregator)
+  if name == 'fedprox':
+    return fedprox.build_fedprox(task, mu, client_optimizer, server_optimizer,
+                                 model_aggregator=model_aggregator)
+  return fedavg.build_fedavg(task, client_optimizer, server_optimizer,
+                             weighted=(name == 'fedavg'), model_aggregator=model_aggregator)

@@ -1,0 +1,1 @@
+"""Client datasets: embedded offline data, partitioners, and conversion to TFF ClientData."""

@@ -1,0 +1,123 @@
+"""Federated evaluation with the distribution of per-client accuracy.
+
+Each test client evaluates the broadcast global model on its own data (client-placed work). The
+server only receives sums: total loss, correct predictions and examples (for the example-weighted
+loss and accuracy), the sum of per-client accuracies (for their unweighted mean, the "average
+client" view used by q-FFL, Li et al. ICLR 2020, arXiv:1905.10497), and a histogram of per-client
+accuracy over `NUM_BINS` equal bins of [0, 1]. The 10th and 90th percentiles are read off that
+histogram, so they are exact to within 1/NUM_BINS while no single client's accuracy reaches the
+server.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_lab.metrics import accuracy as accuracy_lib
+from tff_lab.tasks import task as task_lib
+
+NUM_BINS = 1000
+
+
+def _assign(model: tf.keras.Model, weights) -> None:
+  for var, value in zip(model.trainable_variables, weights.trainable):
+    var.assign(value)
+  for var, value in zip(model.non_trainable_variables, weights.non_trainable):
+    var.assign(value)
+
+
+def build_client_evaluation(task: task_lib.Task) -> tff.Computation:
+  """A TF computation: (model weights, one client's batched dataset) -> its evaluation sums."""
+  weights_type = tff.learning.models.weights_type_from_model(task.tff_model_fn)
+  dataset_type = tff.SequenceType(tff.types.tensorflow_to_type(task.batch_spec))
+
+  # TFF traces TF computations as graphs without automatic control dependencies; the tf.function
+  # orders the weight assignment before the reads, as TFF's own client work does.
+  @tf.function
+  def _evaluate(model, loss_fn, weights, dataset):
+    _assign(model, weights)
+
+    def reduce_fn(acc, batch):
+      preds = model(batch['x'], training=False)
+      n = tf.cast(tf.shape(batch['y'])[0], tf.float32)
+      correct = tf.reduce_sum(accuracy_lib.correct_predictions(task.prediction_kind, batch['y'],
+                                                               preds))
+      return (acc[0] + loss_fn(batch['y'], preds) * n, acc[1] + correct, acc[2] + n)
+
+    loss_sum, correct, count = dataset.reduce((0.0, 0.0, 0.0), reduce_fn)
+    client_accuracy = tf.math.divide_no_nan(correct, count)
+    bin_index = tf.minimum(tf.cast(client_accuracy * NUM_BINS, tf.int32), NUM_BINS - 1)
+    return collections.OrderedDict(
+        loss_sum=loss_sum, correct=correct, num_examples=count,
+        client_accuracy_sum=client_accuracy, num_clients=tf.constant(1.0),
+        accuracy_histogram=tf.one_hot(bin_index, NUM_BINS, dtype=tf.float32))
+
+
+  @tff.tensorflow.computation(weights_type, dataset_type)
+  def client_eval(weights, dataset):
+    model = task.model_fn()
+    loss_fn = task.loss_fn()
+    return _evaluate(model, loss_fn, weights, dataset)
+
+  return client_eval
+
+
+def build_federated_evaluation(task: task_lib.Task) -> tff.Computation:
+  """Returns a federated computation (weights@SERVER, datasets@CLIENTS) -> sums@SERVER.
+
+  Pass its result to `summarize` for loss, accuracy and the per-client accuracy distribution.
+  """
+  client_eval = build_client_evaluation(task)
+  weights_type, dataset_type = client_eval.type_signature.parameter
+
+  @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER),
+                             tff.FederatedType(dataset_type, tff.CLIENTS))
+  def federated_eval(weights, datasets):
+    per_client = tff.federated_map(client_eval, (tff.federated_broadcast(weights), datasets))
+    return tff.federated_sum(per_client)
+
+  return federated_eval
+
+
+def histogram_percentile(histogram: np.ndarray, q: float) -> float:
+  """The q-th percentile (q in [0, 100]) of values binned in `histogram` over [0, 1].
+
+  Linear interpolation inside the bin, matching `numpy.percentile`'s default within a bin width.
+  """
+  counts = np.asarray(histogram, dtype=np.float64)
+  total = counts.sum()
+  if total <= 0:
+    return float('nan')
+  target = q / 100.0 * (total - 1)  # 0-based rank, as numpy's 'linear' method
+  cumulative = np.cumsum(counts)
+  b = int(np.searchsorted(cumulative, target + 1e-9, side='right'))
+  b = min(b, len(counts) - 1)
+  below = cumulative[b] - counts[b]
+  within = (target - below + 0.5) / counts[b] if counts[b] else 0.5
+  return float((b + np.clip(within, 0.0, 1.0)) / len(counts))
+
+
+def summarize(sums) -> 'collections.OrderedDict[str, float]':
+  """Turns `build_federated_evaluation`'s sums into named metrics."""
+  n = float(sums['num_examples'])
+  clients = float(sums['num_clients'])
+  hist = np.asarray(sums['accuracy_histogram'])
+  return collections.OrderedDict(
+      loss=float(sums['loss_sum']) / n if n else float('nan'),
+      accuracy=float(sums['correct']) / n if n else float('nan'),
+      client_accuracy_mean=float(sums['client_accuracy_sum']) / clients if clients else
+      float('nan'),
+      client_accuracy_p10=histogram_percentile(hist, 10),
+      client_accuracy_p90=histogram_percentile(hist, 90),
+      num_clients=int(clients), num_examples=int(n))
+
+
+def evaluate_federated(task: task_lib.Task, weights, computation=None, client_ids=None
+                       ) -> 'collections.OrderedDict[str, float]':
+  """Runs federated evaluation of `weights` on the task's test clients (all, or `client_ids`)."""
+  computation = computation or build_federated_evaluation(task)
+  ids = client_ids if client_ids is not None else task.test_data.client_ids
+  datasets = [task.preprocess_eval(task.test_data.create_tf_dataset_for_client(c)) for c in ids]
+  return summarize(computation(weights, datasets))

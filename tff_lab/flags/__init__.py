@@ -1,0 +1,1 @@
+"""absl flag factories: prefixed optimiser flags and task flags from builder signatures."""

@@ -1,0 +1,1 @@
+"""Metrics: accuracy definitions, metric writers (CSV, TensorBoard, summary) and plots."""

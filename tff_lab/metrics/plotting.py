@@ -1,0 +1,43 @@
+"""Learning curves from metrics.csv: loss and accuracy against round, one PNG."""
+
+import csv
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_SERIES = (
+    ('loss', (('train_loss', 'train (clients, during the round)'),
+              ('fed_eval_loss', 'federated eval (test clients)'),
+              ('central_eval_loss', 'centralised eval (pooled test set)'))),
+    ('accuracy', (('train_accuracy', 'train (clients, during the round)'),
+                  ('fed_eval_accuracy', 'federated eval (test clients)'),
+                  ('central_eval_accuracy', 'centralised eval (pooled test set)'),
+                  ('fed_eval_client_accuracy_p10', 'per-client accuracy, 10th pct'),
+                  ('fed_eval_client_accuracy_p90', 'per-client accuracy, 90th pct'))),
+)
+
+
+def plot_curves(csv_path: str, png_path: str, title: str = '') -> None:
+  """Plots the loss and accuracy columns present in `csv_path` into `png_path`."""
+  with open(csv_path, newline='') as f:
+    rows = list(csv.DictReader(f))
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for ax, (ylabel, series) in zip(axes, _SERIES):
+    for column, label in series:
+      points = [(int(r['round']), float(r[column])) for r in rows if r.get(column)]
+      if points:
+        xs, ys = zip(*points)
+        style = ':' if 'pct' in label else '-'
+        ax.plot(xs, ys, style, marker='.' if len(xs) < 30 else None, label=label)
+    ax.set_xlabel('round')
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+      ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)

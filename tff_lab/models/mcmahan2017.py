@@ -1,0 +1,44 @@
+"""The 2NN and CNN of McMahan et al., "Communication-Efficient Learning of Deep Networks from
+Decentralized Data", AISTATS 2017 (arXiv:1602.05629), §3.
+
+* 2NN: "a simple multilayer-perceptron with 2-hidden layers with 200 units each using ReLu
+  activations" (199,210 parameters on MNIST).
+* CNN: "two 5x5 convolution layers (the first with 32 channels, the second with 64, each followed
+  with 2x2 max pooling), a fully connected layer with 512 units and ReLu activation, and a final
+  softmax output layer" (1,663,370 parameters on MNIST with `same` padding).
+"""
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+
+def build_2nn(input_shape: Sequence[int] = (784,), num_classes: int = 10,
+              hidden_units: int = 200) -> tf.keras.Model:
+  """The 2NN: flatten, Dense(200, relu), Dense(200, relu), Dense(num_classes, softmax)."""
+  inputs = tf.keras.Input(shape=tuple(input_shape))
+  x = tf.keras.layers.Flatten()(inputs)
+  x = tf.keras.layers.Dense(hidden_units, activation='relu')(x)
+  x = tf.keras.layers.Dense(hidden_units, activation='relu')(x)
+  outputs = tf.keras.layers.Dense(num_classes, activation='softmax')(x)
+  return tf.keras.Model(inputs, outputs, name='mcmahan_2nn')
+
+
+def build_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> tf.keras.Model:
+  """The CNN: conv5x5(32)-pool2-conv5x5(64)-pool2-dense(512)-softmax, `same` padding.
+
+  Args:
+    input_shape: (height, width, channels); a 2-D (height, width) shape gets one channel added.
+    num_classes: Number of output classes.
+  """
+  input_shape = tuple(input_shape)
+  inputs = tf.keras.Input(shape=input_shape)
+  x = inputs if len(input_shape) == 3 else tf.keras.layers.Reshape(input_shape + (1,))(inputs)
+  x = tf.keras.layers.Conv2D(32, 5, padding='same', activation='relu')(x)
+  x = tf.keras.layers.MaxPool2D(2, padding='same')(x)
+  x = tf.keras.layers.Conv2D(64, 5, padding='same', activation='relu')(x)
+  x = tf.keras.layers.MaxPool2D(2, padding='same')(x)
+  x = tf.keras.layers.Flatten()(x)
+  x = tf.keras.layers.Dense(512, activation='relu')(x)
+  outputs = tf.keras.layers.Dense(num_classes, activation='softmax')(x)
+  return tf.keras.Model(inputs, outputs, name='mcmahan_cnn')

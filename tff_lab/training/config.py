@@ -1,0 +1,182 @@
+"""An experiment's settings, their validation, and its output directory.
+
+`ExperimentConfig` is what the experiment binary builds from flags and what a notebook builds by
+hand. `validate()` catches every bad value that needs no data, and `validate_against_task()` the
+ones that need the task's client count; both run before any TFF tracing, and each problem is one
+`ConfigError` line naming the setting.
+
+An experiment directory keeps `config.json`. Re-running with the same settings resumes; with
+different ones it is refused (naming each difference) unless `overwrite` is set. Only `rounds` may
+change between runs (to extend a finished run), along with settings that cannot change results
+(output location, concurrency).
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any, Optional
+
+from tff_lab.algorithms import optimizers as optimizers_lib
+from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.tasks import registry as tasks_registry
+
+
+class ConfigError(ValueError):
+  """A setting is invalid; the message names it."""
+
+
+# Settings that may differ when resuming: they do not change what is computed per round.
+RESUMABLE_KEYS = ('rounds', 'root_output_dir', 'experiment_name', 'max_concurrent_clients',
+                  'overwrite', 'progress')
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+  """Settings of one federated training run.
+
+  Attributes:
+    task: Registered task name.
+    task_options: Options of the task builder (see `tff_lab.tasks.task_options`).
+    algorithm: One of `tff_lab.algorithms.ALGORITHMS`.
+    client_optimizer / client_learning_rate / client_optimizer_hparams: Local optimiser.
+    server_optimizer / server_learning_rate / server_optimizer_hparams: Server optimiser.
+    mu: FedProx proximal strength.
+    rounds: Total number of rounds.
+    clients_per_round: Clients sampled (uniformly, without replacement) each round.
+    client_epochs / client_batch_size / client_max_elements / client_shuffle_buffer: The client
+      preprocessing (TFF's ClientSpec).
+    eval_every: Evaluate every k rounds (and after the last round); 0 disables evaluation.
+    checkpoint_every: Checkpoint every k rounds (and after the last round).
+    seed: Seeds model initialisation, client sampling and client shuffling.
+    root_output_dir / experiment_name: Output goes to `<root_output_dir>/<experiment_name>/`.
+    max_concurrent_clients: Client computations run in parallel by the runtime (-1: no limit).
+    overwrite: Delete an existing experiment directory instead of resuming from it.
+    progress: Show a tqdm progress bar.
+  """
+
+  task: str = 'digits'
+  task_options: dict = dataclasses.field(default_factory=dict)
+  algorithm: str = 'fedavg'
+  client_optimizer: str = 'sgd'
+  client_learning_rate: float = 0.1
+  client_optimizer_hparams: dict = dataclasses.field(default_factory=dict)
+  server_optimizer: str = 'sgd'
+  server_learning_rate: float = 1.0
+  server_optimizer_hparams: dict = dataclasses.field(default_factory=dict)
+  mu: float = 0.0
+  rounds: int = 50
+  clients_per_round: int = 10
+  client_epochs: int = 1
+  client_batch_size: int = 20
+  client_max_elements: Optional[int] = None
+  client_shuffle_buffer: int = 1000
+  eval_every: int = 5
+  checkpoint_every: int = 5
+  seed: int = 0
+  root_output_dir: str = 'runs'
+  experiment_name: str = 'experiment'
+  max_concurrent_clients: int = -1
+  overwrite: bool = False
+  progress: bool = True
+
+  @property
+  def experiment_dir(self) -> str:
+    return os.path.join(self.root_output_dir, self.experiment_name)
+
+  def to_dict(self) -> 'collections.OrderedDict[str, Any]':
+    return collections.OrderedDict(dataclasses.asdict(self))
+
+  def validate(self) -> None:
+    """Checks every setting that needs no data. Raises ConfigError naming the first problem."""
+    try:
+      tasks_registry.task_options(self.task)
+      algorithms_registry.check_algorithm(self.algorithm)
+      known = tasks_registry.task_options(self.task)
+      unknown = sorted(set(self.task_options) - set(known))
+      if unknown:
+        raise ConfigError(f'task {self.task!r} has no option(s) {unknown}; its options are '
+                          f'{list(known)}')
+      for role in ('client', 'server'):
+        name = getattr(self, f'{role}_optimizer')
+        if name not in optimizers_lib.optimizer_names():
+          raise ConfigError(f'unknown {role} optimizer {name!r}; choose one of '
+                            f'{optimizers_lib.optimizer_names()}')
+        hparams = getattr(self, f'{role}_optimizer_hparams')
+        bad = sorted(set(hparams) - set(optimizers_lib.optimizer_hparams(name)))
+        if bad:
+          raise ConfigError(f'{role} optimizer {name!r} has no hyperparameter(s) {bad}')
+    except ConfigError:
+      raise
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    for name in ('rounds', 'clients_per_round', 'client_epochs', 'client_batch_size',
+                 'checkpoint_every', 'client_shuffle_buffer'):
+      _require(getattr(self, name) > 0, f'{name} must be positive, got {getattr(self, name)}')
+    for name in ('client_learning_rate', 'server_learning_rate'):
+      _require(getattr(self, name) > 0, f'{name} must be positive, got {getattr(self, name)}')
+    _require(self.eval_every >= 0, f'eval_every must be >= 0 (0 disables), got {self.eval_every}')
+    _require(self.client_max_elements is None or self.client_max_elements > 0,
+             f'client_max_elements must be positive, got {self.client_max_elements}')
+    _require(self.mu >= 0, f'mu must be >= 0, got {self.mu}')
+    _require(self.mu == 0 or self.algorithm == 'fedprox',
+             f'mu={self.mu} only applies to --algorithm=fedprox (got {self.algorithm!r})')
+    _require(bool(self.experiment_name) and os.sep not in self.experiment_name,
+             f'experiment_name must be a non-empty name without {os.sep!r}, '
+             f'got {self.experiment_name!r}')
+
+  def validate_against_task(self, num_train_clients: int) -> None:
+    _require(self.clients_per_round <= num_train_clients,
+             f'clients_per_round={self.clients_per_round} exceeds the {num_train_clients} '
+             f'training clients of task {self.task!r}')
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ConfigError(message)
+
+
+def _comparable(config: dict) -> dict:
+  return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
+
+
+def prepare_experiment_dir(config: ExperimentConfig) -> str:
+  """Creates (or checks, to resume) the experiment directory and writes config.json.
+
+  Returns:
+    The experiment directory.
+
+  Raises:
+    ConfigError: If the directory cannot be written, or it holds a run with other settings.
+  """
+  exp_dir = config.experiment_dir
+  config_path = os.path.join(exp_dir, 'config.json')
+  if config.overwrite and os.path.isdir(exp_dir):
+    shutil.rmtree(exp_dir)
+  try:
+    os.makedirs(exp_dir, exist_ok=True)
+    probe = os.path.join(exp_dir, '.write_probe')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f'output directory {exp_dir!r} is not writable: '
+                      f'{e.strerror or e}') from None
+  current = json.loads(json.dumps(config.to_dict()))  # normalise (tuples -> lists etc.)
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      saved = json.load(f)
+    old, new = _comparable(saved), _comparable(current)
+    diffs = [f'{k}: saved {old.get(k)!r}, given {new.get(k)!r}'
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diffs:
+      raise ConfigError(
+          f'experiment directory {exp_dir!r} holds a run with other settings '
+          f'({"; ".join(diffs)}). To resume it, re-run with its saved settings (config.json); '
+          'to start over pass --overwrite; or choose another --experiment_name.')
+  tmp = config_path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(current, f, indent=2)
+  os.replace(tmp, config_path)
+  return exp_dir

@@ -1,0 +1,221 @@
+"""The federated training loop: rounds, evaluation, checkpoints, metrics, resume.
+
+`run_experiment(config)` is the whole job the experiment binary and the notebook run:
+
+  1. validate the config and build the task (cheap, no TFF tracing), check it against the task;
+  2. create or reopen `<root_output_dir>/<experiment_name>/`;
+  3. build the learning process and evaluation computations (TFF tracing);
+  4. restore the newest checkpoint, or make the seeded initial state (checkpointed as round 0);
+  5. each round: sample clients, run `process.next`, stop on a non-finite loss, evaluate every
+     `eval_every` rounds, append to metrics.csv and TensorBoard, checkpoint every
+     `checkpoint_every` rounds;
+  6. write curves.png, summary.json and final_model.keras.
+
+Every source of randomness is a pure function of (seed, round): the clients sampled, and each
+client's shuffle seed. With the exact state checkpoints (`checkpoint.py`), a run killed at any
+moment and re-run ends with the same weights as an uninterrupted run, and metrics.csv holds one
+row per round.
+"""
+
+import collections
+import json
+import math
+import os
+import time
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+import tqdm
+
+from tff_lab import runtime
+from tff_lab.algorithms import optimizers as optimizers_lib
+from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.evaluation import centralized
+from tff_lab.evaluation import federated
+from tff_lab.metrics import plotting
+from tff_lab.metrics import writers
+from tff_lab.tasks import registry as tasks_registry
+from tff_lab.tasks import task as task_lib
+from tff_lab.training import checkpoint
+from tff_lab.training import config as config_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN or infinite loss."""
+
+
+def sample_clients(client_ids: list[str], num_clients: int, seed: int, round_num: int
+                   ) -> list[str]:
+  """Uniform sampling without replacement, a pure function of (seed, round_num)."""
+  rng = np.random.default_rng([seed, round_num])
+  picked = rng.choice(len(client_ids), size=num_clients, replace=False)
+  return [client_ids[i] for i in picked]
+
+
+def client_shuffle_seed(seed: int, round_num: int, position: int) -> int:
+  """The tf.data shuffle seed of the `position`-th sampled client in round `round_num`."""
+  return int(np.random.SeedSequence([seed, round_num, position, 7]).generate_state(1)[0] >> 1)
+
+
+def initial_model_weights(task: task_lib.Task, seed: int) -> tff.learning.models.ModelWeights:
+  """Keras' initialisers under `seed`: the same initial model on every run with that seed."""
+  tf.keras.utils.set_random_seed(seed)
+  model = task.model_fn()
+  return tff.learning.models.ModelWeights(
+      trainable=[v.numpy() for v in model.trainable_variables],
+      non_trainable=[v.numpy() for v in model.non_trainable_variables])
+
+
+def build_task(config: config_lib.ExperimentConfig) -> task_lib.Task:
+  """The task of `config`, with the config's client preprocessing."""
+  spec = task_lib.ClientSpec(num_epochs=config.client_epochs,
+                             batch_size=config.client_batch_size,
+                             max_elements=config.client_max_elements,
+                             shuffle_buffer_size=config.client_shuffle_buffer)
+  try:
+    return tasks_registry.create_task(config.task, config.task_options, train_spec=spec)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
+
+
+def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
+                  model_aggregator=None) -> tff.learning.templates.LearningProcess:
+  client_opt = optimizers_lib.create_optimizer(
+      config.client_optimizer, config.client_learning_rate, **config.client_optimizer_hparams)
+  server_opt = optimizers_lib.create_optimizer(
+      config.server_optimizer, config.server_learning_rate, **config.server_optimizer_hparams)
+  return algorithms_registry.create_learning_process(
+      config.algorithm, task, client_opt, server_opt, mu=config.mu,
+      model_aggregator=model_aggregator)
+
+
+def _flatten(prefix: str, value: Any, out: dict) -> None:
+  if isinstance(value, collections.abc.Mapping):
+    for k, v in value.items():
+      _flatten(f'{prefix}/{k}' if prefix else str(k), v, out)
+  elif isinstance(value, (list, tuple)):
+    for i, v in enumerate(value):
+      _flatten(f'{prefix}/{i}', v, out)
+  else:
+    array = np.asarray(value)
+    if array.size == 1 and array.dtype.kind in 'biuf':
+      out[prefix] = array.item()
+
+
+def round_metrics(process_metrics: Any) -> 'collections.OrderedDict[str, Any]':
+  """Names the main training metrics and keeps every other scalar under its TFF path."""
+  flat = {}
+  _flatten('', process_metrics, flat)
+  named = collections.OrderedDict()
+  for short, path in (('train_loss', 'client_work/train/loss'),
+                      ('train_accuracy', 'client_work/train/accuracy'),
+                      ('train_examples', 'client_work/train/num_examples')):
+    if path in flat:
+      named[short] = flat.pop(path)
+  named.update(sorted(flat.items()))
+  return named
+
+
+def _restore_or_init(process, task, config, ckpt_dir, csv_writer):
+  template = process.initialize()
+  start = checkpoint.latest_checkpoint(ckpt_dir)
+  if start is not None:
+    state = checkpoint.load_checkpoint(ckpt_dir, start, template)
+    csv_writer.truncate_after(start)
+    return state, start
+  state = process.set_model_weights(template, initial_model_weights(task, config.seed))
+  csv_writer.truncate_after(0)
+  checkpoint.save_checkpoint(ckpt_dir, 0, state)
+  return state, 0
+
+
+def _evaluate(task, weights, fed_eval, keras_model) -> 'collections.OrderedDict[str, Any]':
+  out = collections.OrderedDict()
+  for k, v in federated.evaluate_federated(task, weights, fed_eval).items():
+    out[f'fed_eval_{k}'] = v
+  for k, v in centralized.evaluate_centralized(task, weights, keras_model).items():
+    out[f'central_eval_{k}'] = v
+  return out
+
+
+def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
+                   ) -> 'collections.OrderedDict[str, Any]':
+  """Runs (or resumes) the experiment described by `config`; returns the summary.
+
+  Raises:
+    ConfigError: For invalid settings, before any TFF tracing.
+    NonFiniteLossError: If a round's training loss is NaN or infinite; the last good checkpoint
+      is kept and the metrics of that round are not written.
+  """
+  config.validate()
+  task = build_task(config)
+  config.validate_against_task(len(task.train_data.client_ids))
+  exp_dir = config_lib.prepare_experiment_dir(config)
+  ckpt_dir = os.path.join(exp_dir, 'checkpoints')
+  csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
+
+  runtime.set_local_context(max_concurrent_clients=config.max_concurrent_clients)
+  process = build_process(config, task, model_aggregator)
+  fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
+  keras_model = task.model_fn()
+  state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer)
+  tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'))
+
+  client_ids = list(task.train_data.client_ids)
+  last: dict = {}
+  started = time.time()
+  bar = tqdm.tqdm(total=config.rounds, initial=start_round, desc=f'{config.task}/{config.algorithm}',
+                  unit='round', disable=not config.progress, dynamic_ncols=True)
+  try:
+    for round_num in range(start_round + 1, config.rounds + 1):
+      t0 = time.time()
+      sampled = sample_clients(client_ids, config.clients_per_round, config.seed, round_num)
+      datasets = [
+          task.preprocess_train(task.train_data.create_tf_dataset_for_client(cid),
+                                seed=client_shuffle_seed(config.seed, round_num, i))
+          for i, cid in enumerate(sampled)]
+      output = process.next(state, datasets)
+      metrics = round_metrics(output.metrics)
+      loss = metrics.get('train_loss')
+      if loss is not None and not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f'round {round_num}: training loss is {loss}; stopping. The last good checkpoint '
+            f'(round {checkpoint.latest_checkpoint(ckpt_dir)}) is kept in {ckpt_dir}. Lower the '
+            'learning rates or check the data.')
+      state = output.state
+      metrics['round_seconds'] = time.time() - t0
+      if fed_eval is not None and (round_num % config.eval_every == 0
+                                   or round_num == config.rounds):
+        metrics.update(_evaluate(task, process.get_model_weights(state), fed_eval, keras_model))
+      csv_writer.write(round_num, metrics)
+      tb_writer.write(round_num, metrics)
+      if round_num % config.checkpoint_every == 0 or round_num == config.rounds:
+        checkpoint.save_checkpoint(ckpt_dir, round_num, state)
+      last.update(metrics)
+      bar.set_postfix(collections.OrderedDict(
+          (k, f'{last[k]:.4f}') for k in ('train_loss', 'train_accuracy', 'fed_eval_accuracy')
+          if k in last))
+      bar.update(1)
+  finally:
+    bar.close()
+    tb_writer.close()
+
+  weights = process.get_model_weights(state)
+  if fed_eval is not None and 'fed_eval_accuracy' not in last:
+    last.update(_evaluate(task, weights, fed_eval, keras_model))
+  plotting.plot_curves(csv_writer.path, os.path.join(exp_dir, 'curves.png'),
+                       title=f'{task.description} — {config.algorithm}')
+  final_model = centralized.keras_model_with_weights(task, weights)
+  final_model.save(os.path.join(exp_dir, 'final_model.keras'))
+  summary = collections.OrderedDict(
+      config=config.to_dict(), task=task.summary(), rounds_completed=config.rounds,
+      resumed_from_round=start_round, wall_seconds_this_run=time.time() - started,
+      final_metrics=collections.OrderedDict(
+          (k, v) for k, v in last.items() if isinstance(v, (int, float))),
+      files=['metrics.csv', 'tensorboard/', 'curves.png', 'summary.json', 'final_model.keras',
+             'checkpoints/', 'config.json'])
+  with open(os.path.join(exp_dir, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  return summary
