@@ -1,0 +1,257 @@
+r"""Throughput of one federated training round: tff_lab FedAvg vs vanilla TFF vs plain Keras.
+
+Workload W1 (McMahan et al. 2017's MNIST 2NN setting, on synthetic data so no download is needed):
+the 2NN (784-200-200-10, `tff_lab.models.build_2nn`), `--clients` clients x
+`--examples_per_client` random MNIST-shaped examples (x float32 in [0, 1) of shape 784, integer
+labels 0..9, seeded with NumPy), batch `--batch_size`, 1 local epoch, client SGD with learning
+rate 0.1, server SGD with learning rate 1.0, every client in every round.
+
+Rows, all measured in this one process (and, for the federated rows, on the same tff_lab managed
+TFF runtime, each on a fresh worker):
+
+  1. tff_lab FedAvg: `tff_lab.algorithms.build_fedavg` on a `tff_lab.tasks.Task`, each round fed
+     `task.preprocess_train(...)` datasets with `sample_clients`/`client_shuffle_seed` exactly as
+     `tff_lab/training/loop.py` does (the task's ClientSpec shuffles with a buffer of
+     `--examples_per_client`, as the vanilla row does).
+  2. vanilla TFF: `tff.learning.algorithms.build_weighted_fed_avg` over a plain
+     `tff.learning.models.from_keras_model`, fed `ds.shuffle(100).batch(20)` per client as in TFF's
+     tutorials.
+  3. centralised Keras: the same examples pooled, one epoch of SGD(0.1) at the same batch size in
+     a single `tf.function` looping over a `tf.data` dataset.
+
+For the federated rows a round is timed from building the clients' datasets to `process.next`
+returning; `--warmup_rounds` rounds (including TFF tracing/compilation) are run first and not
+timed, then `--rounds` rounds are timed. For the centralised row one timed repetition is one
+epoch, after one untimed warm-up epoch. examples/s = examples per round / median round time.
+
+The script prints a table, then one JSON line (`{"workload": "W1", ...}`) for tooling.
+
+Run (from the repository root; the defaults are W1):
+
+  .venv/bin/python benchmarks/round_throughput.py
+  .venv/bin/python benchmarks/round_throughput.py --rounds=2 --clients=10 --examples_per_client=40
+
+Heavy: it uses every core TensorFlow and the TFF worker are given; run nothing else heavy
+alongside it. Every worker_binary it starts is stopped before it exits.
+"""
+
+import collections
+import functools
+import json
+import statistics
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+import tff_lab  # pylint: disable=g-bad-import-order  # first: installs the managed TFF runtime
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
+import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top,wrong-import-order
+
+from tff_lab import algorithms  # pylint: disable=g-import-not-at-top
+from tff_lab import models  # pylint: disable=g-import-not-at-top
+from tff_lab import runtime  # pylint: disable=g-import-not-at-top
+from tff_lab.data import client_data  # pylint: disable=g-import-not-at-top
+from tff_lab.tasks import task as task_lib  # pylint: disable=g-import-not-at-top
+from tff_lab.training.loop import client_shuffle_seed  # pylint: disable=g-import-not-at-top
+from tff_lab.training.loop import sample_clients  # pylint: disable=g-import-not-at-top
+
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds (epochs for the centralised row).')
+_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1,
+                                      'Untimed rounds first (they include TFF tracing).')
+_CLIENTS = flags.DEFINE_integer('clients', 100, 'Clients, all of them trained every round.')
+_EXAMPLES_PER_CLIENT = flags.DEFINE_integer('examples_per_client', 100, 'Examples per client.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Client (and centralised) batch size.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and of client sampling.')
+
+WORKLOAD = 'W1'
+INPUT_DIM = 784
+NUM_CLASSES = 10
+CLIENT_LR = 0.1
+SERVER_LR = 1.0
+
+
+def make_client_arrays(num_clients: int, examples_per_client: int, seed: int
+                       ) -> 'collections.OrderedDict[str, tuple[np.ndarray, np.ndarray]]':
+  """Synthetic MNIST-shaped data: x ~ U[0, 1)^784 float32, y uniform in 0..9 (int32)."""
+  rng = np.random.default_rng(seed)
+  out = collections.OrderedDict()
+  for cid in client_data.client_ids_for(num_clients):
+    x = rng.random((examples_per_client, INPUT_DIM), dtype=np.float32)
+    y = rng.integers(0, NUM_CLASSES, size=examples_per_client).astype(np.int32)
+    out[cid] = (x, y)
+  return out
+
+
+def make_task(arrays, batch_size: int, shuffle_buffer: int) -> task_lib.Task:
+  data = client_data.from_arrays(arrays)
+  return task_lib.Task(
+      name='w1_synthetic_mnist', train_data=data, test_data=data,
+      centralized_test_data=client_data.pool(arrays),
+      model_fn=functools.partial(models.build_2nn, (INPUT_DIM,), NUM_CLASSES),
+      loss_fn=tf.keras.losses.SparseCategoricalCrossentropy,
+      prediction_kind='sparse_categorical',
+      train_spec=task_lib.ClientSpec(num_epochs=1, batch_size=batch_size,
+                                     shuffle_buffer_size=shuffle_buffer),
+      description='W1: 2NN on synthetic MNIST-shaped data')
+
+
+def _num_examples(process_metrics) -> int:
+  return int(process_metrics['client_work']['train']['num_examples'])
+
+
+def time_federated(process, make_datasets, warmup: int, rounds: int, expected_examples: int
+                   ) -> list[float]:
+  """Runs `warmup` untimed then `rounds` timed rounds; returns the timed rounds' seconds."""
+  state = process.initialize()
+  seconds = []
+  for round_num in range(1, warmup + rounds + 1):
+    t0 = time.perf_counter()
+    datasets = make_datasets(round_num)
+    output = process.next(state, datasets)
+    elapsed = time.perf_counter() - t0
+    state = output.state
+    got = _num_examples(output.metrics)
+    if got != expected_examples:
+      raise RuntimeError(f'round {round_num} trained on {got} examples, expected '
+                         f'{expected_examples}')
+    if round_num > warmup:
+      seconds.append(elapsed)
+  return seconds
+
+
+def bench_tff_lab(task: task_lib.Task, warmup: int, rounds: int, seed: int,
+                  expected_examples: int) -> list[float]:
+  """Row 1: the library path, fed exactly as tff_lab/training/loop.py feeds it."""
+  runtime.set_local_context()  # a fresh managed worker for this row
+  process = algorithms.build_fedavg(
+      task, client_optimizer=algorithms.create_optimizer('sgd', CLIENT_LR),
+      server_optimizer=algorithms.create_optimizer('sgd', SERVER_LR))
+  client_ids = list(task.train_data.client_ids)
+
+  def make_datasets(round_num):
+    sampled = sample_clients(client_ids, len(client_ids), seed, round_num)
+    return [task.preprocess_train(task.train_data.create_tf_dataset_for_client(cid),
+                                  seed=client_shuffle_seed(seed, round_num, i))
+            for i, cid in enumerate(sampled)]
+
+  return time_federated(process, make_datasets, warmup, rounds, expected_examples)
+
+
+def bench_vanilla_tff(train_data, batch_size: int, warmup: int, rounds: int,
+                      expected_examples: int) -> list[float]:
+  """Row 2: TFF's tutorial recipe, on the same managed runtime."""
+  runtime.set_local_context()  # a fresh managed worker for this row
+  client_ids = list(train_data.client_ids)
+
+  def preprocess(dataset):
+    return dataset.shuffle(100).batch(batch_size)
+
+  input_spec = preprocess(train_data.create_tf_dataset_for_client(client_ids[0])).element_spec
+
+  def model_fn():
+    return tff.learning.models.from_keras_model(
+        models.build_2nn((INPUT_DIM,), NUM_CLASSES),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        input_spec=input_spec,
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+
+  process = tff.learning.algorithms.build_weighted_fed_avg(
+      model_fn,
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=CLIENT_LR),
+      server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=SERVER_LR))
+
+  def make_datasets(unused_round_num):
+    return [preprocess(train_data.create_tf_dataset_for_client(c)) for c in client_ids]
+
+  return time_federated(process, make_datasets, warmup, rounds, expected_examples)
+
+
+def bench_centralized(arrays, batch_size: int, rounds: int, seed: int) -> list[float]:
+  """Row 3: one epoch over the pooled examples per repetition, in one tf.function."""
+  x, y = client_data.pool(arrays)
+  tf.keras.utils.set_random_seed(seed)
+  model = models.build_2nn((INPUT_DIM,), NUM_CLASSES)
+  optimizer = tf.keras.optimizers.SGD(learning_rate=CLIENT_LR)
+  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy()
+  dataset = (tf.data.Dataset.from_tensor_slices((x, y))
+             .shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+             .batch(batch_size))
+
+  @tf.function
+  def train_epoch(ds):
+    loss = tf.constant(0.0)
+    for xb, yb in ds:
+      with tf.GradientTape() as tape:
+        loss = loss_fn(yb, model(xb, training=True))
+      grads = tape.gradient(loss, model.trainable_variables)
+      optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss
+
+  train_epoch(dataset).numpy()  # trace, build the optimizer, warm up
+  seconds = []
+  for _ in range(rounds):
+    t0 = time.perf_counter()
+    train_epoch(dataset).numpy()
+    seconds.append(time.perf_counter() - t0)
+  return seconds
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if min(_ROUNDS.value, _CLIENTS.value, _EXAMPLES_PER_CLIENT.value, _BATCH_SIZE.value) < 1:
+    raise app.UsageError('--rounds, --clients, --examples_per_client and --batch_size must be >= 1')
+  if _WARMUP_ROUNDS.value < 1:
+    raise app.UsageError('--warmup_rounds must be >= 1 (the first round includes tracing)')
+  logging.set_verbosity(logging.WARNING)  # TFF logs INFO lines while tracing each model
+
+  arrays = make_client_arrays(_CLIENTS.value, _EXAMPLES_PER_CLIENT.value, _SEED.value)
+  task = make_task(arrays, _BATCH_SIZE.value, shuffle_buffer=_EXAMPLES_PER_CLIENT.value)
+  examples = _CLIENTS.value * _EXAMPLES_PER_CLIENT.value
+  print(f'workload {WORKLOAD}: 2NN {INPUT_DIM}-200-200-{NUM_CLASSES}, {_CLIENTS.value} clients x '
+        f'{_EXAMPLES_PER_CLIENT.value} examples, batch {_BATCH_SIZE.value}, 1 epoch, client '
+        f'SGD {CLIENT_LR}, all clients per round; {_WARMUP_ROUNDS.value} warm-up + '
+        f'{_ROUNDS.value} timed rounds', flush=True)
+
+  try:
+    timings = collections.OrderedDict()
+    timings['tff_lab FedAvg'] = bench_tff_lab(
+        task, _WARMUP_ROUNDS.value, _ROUNDS.value, _SEED.value, examples)
+    timings['vanilla TFF'] = bench_vanilla_tff(
+        task.train_data, _BATCH_SIZE.value, _WARMUP_ROUNDS.value, _ROUNDS.value, examples)
+  finally:
+    runtime.stop_all_workers()
+  timings['centralised Keras'] = bench_centralized(
+      arrays, _BATCH_SIZE.value, _ROUNDS.value, _SEED.value)
+
+  median = {name: statistics.median(s) for name, s in timings.items()}
+  rate = {name: examples / m for name, m in median.items()}
+  vanilla, central = rate['vanilla TFF'], rate['centralised Keras']
+
+  header = (f'{"name":<20s} {"median s/round":>15s} {"examples/s":>12s} {"vs vanilla TFF":>15s} '
+            f'{"vs centralised":>15s}')
+  print()
+  print(header)
+  print('-' * len(header))
+  for name in timings:
+    print(f'{name:<20s} {median[name]:>15.3f} {rate[name]:>12.0f} {rate[name] / vanilla:>14.2f}x '
+          f'{rate[name] / central:>14.3f}x')
+  print()
+  print(json.dumps({
+      'workload': WORKLOAD,
+      'ratio_vs_vanilla_tff': round(rate['tff_lab FedAvg'] / vanilla, 4),
+      'ratio_vs_centralized': round(rate['tff_lab FedAvg'] / central, 4),
+      'examples_per_second': {
+          'tff_lab_fedavg': round(rate['tff_lab FedAvg'], 1),
+          'vanilla_tff': round(vanilla, 1),
+          'centralized_keras': round(central, 1),
+      },
+  }))
+
+
+if __name__ == '__main__':
+  app.run(main)

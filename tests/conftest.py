@@ -1,0 +1,7 @@
+"""Shared test set-up: quiet TensorFlow, and the managed TFF runtime for every test process."""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import tff_lab  # pylint: disable=unused-import,wrong-import-position  (installs the managed runtime)
