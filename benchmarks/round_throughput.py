@@ -23,6 +23,8 @@ For the federated rows a round is timed from building the clients' datasets to `
 returning; `--warmup_rounds` rounds (including TFF tracing/compilation) are run first and not
 timed, then `--rounds` rounds are timed. For the centralised row one timed repetition is one
 epoch, after one untimed warm-up epoch. examples/s = examples per round / median round time.
+Each row's individual timed rounds are printed too: on a shared machine their spread tells how far
+the ratios can be trusted.
 
 The script prints a table, then one JSON line (`{"workload": "W1", ...}`) for tooling.
 
@@ -232,6 +234,9 @@ def main(argv):
   rate = {name: examples / m for name, m in median.items()}
   vanilla, central = rate['vanilla TFF'], rate['centralised Keras']
 
+  print()
+  for name, seconds in timings.items():
+    print(f'{name:<20s} timed rounds (s): ' + ' '.join(f'{t:.3f}' for t in seconds))
   header = (f'{"name":<20s} {"median s/round":>15s} {"examples/s":>12s} {"vs vanilla TFF":>15s} '
             f'{"vs centralised":>15s}')
   print()

@@ -2,6 +2,6 @@
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import tff_lab  # pylint: disable=unused-import,wrong-import-position  (installs the managed runtime)

@@ -7,8 +7,10 @@ Importing the package makes a managed local C++ worker TFF's default execution c
 
 import os as _os
 
-# TensorFlow's C++ start-up chatter (CUDA probes on a CPU machine) hides the progress bar.
-_os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow 2.14's C++ start-up chatter on a CPU machine (CUDA/cuDNN/TensorRT probes, logged at
+# ERROR level) would bury the progress bar and the one-line input errors. Set TF_CPP_MIN_LOG_LEVEL
+# yourself (e.g. 0) to see it.
+_os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from tff_lab import runtime as _runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
 

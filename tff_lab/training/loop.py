@@ -157,6 +157,9 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
 
   runtime.set_local_context(max_concurrent_clients=config.max_concurrent_clients)
+  # tf.data combines each shuffle's op seed with TF's global seed, so fix the global seed on every
+  # (re)start; otherwise a resumed run would shuffle differently from an uninterrupted one.
+  tf.random.set_seed(config.seed)
   process = build_process(config, task, model_aggregator)
   fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
   keras_model = task.model_fn()

@@ -1,0 +1,145 @@
+"""The experiment binary: bad input gives one line and exit 2 before tracing; exact resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl import flags
+import numpy as np
+import pytest
+
+from tff_lab import cli
+from tff_lab.training import checkpoint
+from tff_lab.training import loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(REPO, 'experiments', 'run_experiment.py')
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys, tmp_path):
+  """Runs the binary's main in-process with the given flags; returns (exit code, stderr).
+
+  `loop.build_process` is replaced by a function that fails the test, which proves that every
+  error is raised before the learning process (TFF tracing) is built.
+  """
+  def no_tracing(*args, **kwargs):
+    raise AssertionError('TFF tracing started before the input was rejected')
+
+  monkeypatch.setattr(loop, 'build_process', no_tracing)
+
+  def run(*argv):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(['run_experiment', f'--root_output_dir={tmp_path}', '--noprogress', *argv])
+    with pytest.raises(SystemExit) as exc:
+      cli._main(['run_experiment'])  # pylint: disable=protected-access
+    return exc.value.code, capsys.readouterr().err
+
+  yield run
+  flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--task=mnist_typo'], "unknown task 'mnist_typo'"),
+    (['--algorithm=fedsag'], "unknown algorithm 'fedsag'"),
+    (['--client_optimizer=adamw'], "unknown client optimizer 'adamw'"),
+    (['--server_optimizer=lion'], "unknown server optimizer 'lion'"),
+    (['--task=synthetic', '--clients_per_round=31'], 'exceeds the 30 training clients'),
+    (['--rounds=0'], 'rounds must be positive'),
+    (['--client_learning_rate=0'], 'client_learning_rate must be positive'),
+    (['--server_learning_rate=-1'], 'server_learning_rate must be positive'),
+    (['--client_batch_size=0'], 'client_batch_size must be positive'),
+    (['--client_epochs=-2'], 'client_epochs must be positive'),
+    (['--eval_every=-1'], 'eval_every must be >= 0'),
+    (['--server_adam_beta_1=0.8'], '--server_adam_beta_1 is set but --server_optimizer=sgd'),
+    (['--task=digits', '--synthetic_alpha=0.5'], '--synthetic_alpha is set but --task=digits'),
+    (['--task=digits', '--digits_partition=zipf'], 'digits partition must be one of'),
+    (['--mu=0.1'], 'only applies to --algorithm=fedprox'),
+])
+def test_bad_input_is_one_line_and_exit_2(run_cli, argv, message):
+  code, err = run_cli(*argv)
+  assert code == 2
+  assert err.count('\n') == 1 and err.startswith('error: '), err
+  assert message in err, err
+
+
+def test_unwritable_output_dir(run_cli, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  code, err = run_cli(f'--root_output_dir={blocker}/runs')
+  assert code == 2 and 'is not writable' in err and err.count('\n') == 1, err
+
+
+def test_changed_config_is_refused_and_nothing_is_lost(run_cli, tmp_path, monkeypatch):
+  exp_dir = tmp_path / 'exp'
+  exp_dir.mkdir()
+  # A previous run's directory, as prepare_experiment_dir leaves it.
+  from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  saved = config_lib.ExperimentConfig(task='seed_linear', root_output_dir=str(tmp_path),
+                                      experiment_name='exp', client_learning_rate=0.1)
+  config_lib.prepare_experiment_dir(saved)
+  (exp_dir / 'metrics.csv').write_text('round,train_loss\n1,0.5\n')
+  before = {p.name: p.read_bytes() for p in exp_dir.iterdir()}
+  code, err = run_cli('--task=seed_linear', '--experiment_name=exp', '--client_learning_rate=0.3')
+  assert code == 2 and err.count('\n') == 1, err
+  assert 'client_learning_rate: saved 0.1, given 0.3' in err
+  assert '--overwrite' in err and 'resume' in err
+  assert {p.name: p.read_bytes() for p in exp_dir.iterdir()} == before
+
+
+def test_binary_exit_code_and_single_line():
+  result = subprocess.run([sys.executable, BINARY, '--task=nope', '--noprogress'],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "error: unknown task 'nope'; choose one of ['seed_linear', 'synthetic', 'digits']"]
+
+
+def _cmd(root, name):
+  return [sys.executable, BINARY, '--task=digits', '--digits_model=mlp', '--rounds=10',
+          '--clients_per_round=4', '--eval_every=4', '--checkpoint_every=3', '--seed=5',
+          '--client_learning_rate=0.05', f'--root_output_dir={root}',
+          f'--experiment_name={name}', '--noprogress']
+
+
+def _rows(path):
+  lines = path.read_text().splitlines()
+  header = lines[0].split(',')
+  return [dict(zip(header, l.split(','))) for l in lines[1:]]
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+  subprocess.run(_cmd(tmp_path, 'straight'), check=True, capture_output=True, timeout=600,
+                 cwd=REPO)
+  proc = subprocess.Popen(_cmd(tmp_path, 'killed'), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, cwd=REPO)
+  metrics = tmp_path / 'killed' / 'metrics.csv'
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline and proc.poll() is None:
+    if metrics.exists() and metrics.read_text().count('\n') >= 6:  # header + 5 rounds
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, 'run finished before it could be killed'
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = len(_rows(metrics))
+  assert checkpoint.latest_checkpoint(str(tmp_path / 'killed' / 'checkpoints')) < 10
+  result = subprocess.run(_cmd(tmp_path, 'killed'), capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
+  assert result.returncode == 0, result.stderr[-2000:]
+
+  straight, resumed = tmp_path / 'straight', tmp_path / 'killed'
+  a = np.load(straight / 'checkpoints' / 'ckpt_000010.npz')
+  b = np.load(resumed / 'checkpoints' / 'ckpt_000010.npz')
+  assert a.files == b.files
+  for key in a.files:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=f'{key} differs after resume')
+  rows_a, rows_b = _rows(straight / 'metrics.csv'), _rows(resumed / 'metrics.csv')
+  assert [r['round'] for r in rows_b] == [str(i) for i in range(1, 11)], killed_at
+  for ra, rb in zip(rows_a, rows_b):
+    for key in ('train_loss', 'train_accuracy', 'fed_eval_accuracy', 'central_eval_loss'):
+      assert ra[key] == rb[key], (ra['round'], key)
+  for name in ('summary.json', 'curves.png', 'final_model.keras', 'tensorboard'):
+    assert (resumed / name).exists(), name
