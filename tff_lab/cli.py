@@ -26,7 +26,7 @@ _ALGORITHM = flags.DEFINE_string('algorithm', _DEFAULTS.algorithm,
                                  'fedavg, fedavg_unweighted, fedsgd or fedprox. FedOpt is fedavg '
                                  'with a non-SGD --server_optimizer.')
 _MU = flags.DEFINE_float('mu', _DEFAULTS.mu, 'FedProx proximal strength (algorithm=fedprox).')
-_ROUNDS = flags.DEFINE_integer('rounds', 30, 'Number of federated rounds.')
+_ROUNDS = flags.DEFINE_integer('rounds', 60, 'Number of federated rounds.')
 _CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', _DEFAULTS.clients_per_round,
                                           'Clients sampled per round.')
 _CLIENT_EPOCHS = flags.DEFINE_integer('client_epochs', _DEFAULTS.client_epochs,

@@ -1,0 +1,51 @@
+"""ExperimentConfig validation and experiment directories."""
+
+import json
+
+import pytest
+
+from tff_lab.training import config as config_lib
+
+
+def _config(tmp_path, **kw):
+  return config_lib.ExperimentConfig(root_output_dir=str(tmp_path), experiment_name='e', **kw)
+
+
+@pytest.mark.parametrize('kw, match', [
+    ({'task': 'x'}, "unknown task 'x'"),
+    ({'algorithm': 'scaffold'}, "unknown algorithm 'scaffold'"),
+    ({'client_optimizer': 'lamb'}, "unknown client optimizer 'lamb'"),
+    ({'server_optimizer_hparams': {'momentum': 0.9}}, r"no hyperparameter\(s\) \['momentum'\]"),
+    ({'task_options': {'nope': 1}}, r"no option\(s\) \['nope'\]"),
+    ({'rounds': 0}, 'rounds must be positive'),
+    ({'clients_per_round': -1}, 'clients_per_round must be positive'),
+    ({'checkpoint_every': 0}, 'checkpoint_every must be positive'),
+    ({'client_max_elements': 0}, 'client_max_elements must be positive'),
+    ({'algorithm': 'fedprox', 'mu': -1.0}, 'mu must be >= 0'),
+    ({'experiment_name': ''}, 'experiment_name'),
+])
+def test_invalid_settings(tmp_path, kw, match):
+  cfg = _config(tmp_path, **kw) if 'experiment_name' not in kw else (
+      config_lib.ExperimentConfig(root_output_dir=str(tmp_path), **kw))
+  with pytest.raises(config_lib.ConfigError, match=match):
+    cfg.validate()
+
+
+def test_valid_default_and_client_count(tmp_path):
+  cfg = _config(tmp_path, clients_per_round=5)
+  cfg.validate()
+  cfg.validate_against_task(5)
+  with pytest.raises(config_lib.ConfigError, match='exceeds the 4 training clients'):
+    cfg.validate_against_task(4)
+
+
+def test_resume_allows_only_resumable_changes(tmp_path):
+  config_lib.prepare_experiment_dir(_config(tmp_path, rounds=10))
+  config_lib.prepare_experiment_dir(_config(tmp_path, rounds=20, progress=False))  # extend: ok
+  saved = json.loads((tmp_path / 'e' / 'config.json').read_text())
+  assert saved['rounds'] == 20
+  with pytest.raises(config_lib.ConfigError, match='seed: saved 0, given 1'):
+    config_lib.prepare_experiment_dir(_config(tmp_path, seed=1))
+  (tmp_path / 'e' / 'keep.txt').write_text('x')
+  config_lib.prepare_experiment_dir(_config(tmp_path, seed=1, overwrite=True))
+  assert not (tmp_path / 'e' / 'keep.txt').exists()
