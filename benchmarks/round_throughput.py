@@ -6,8 +6,8 @@ the 2NN (784-200-200-10, `tff_lab.models.build_2nn`), `--clients` clients x
 labels 0..9, seeded with NumPy), batch `--batch_size`, 1 local epoch, client SGD with learning
 rate 0.1, server SGD with learning rate 1.0, every client in every round.
 
-Rows, all measured in this one process (and, for the federated rows, on the same tff_lab managed
-TFF runtime, each on a fresh worker):
+Rows, all measured in this one process (the federated rows on the same tff_lab managed TFF worker,
+their rounds interleaved: round k of row 1, round k of row 2, round k+1 of row 1, ...):
 
   1. tff_lab FedAvg: `tff_lab.algorithms.build_fedavg` on a `tff_lab.tasks.Task`, each round fed
      `task.preprocess_train(...)` datasets with `sample_clients`/`client_shuffle_seed` exactly as
@@ -105,30 +105,42 @@ def _num_examples(process_metrics) -> int:
   return int(process_metrics['client_work']['train']['num_examples'])
 
 
-def time_federated(process, make_datasets, warmup: int, rounds: int, expected_examples: int
-                   ) -> list[float]:
-  """Runs `warmup` untimed then `rounds` timed rounds; returns the timed rounds' seconds."""
-  state = process.initialize()
-  seconds = []
+def time_interleaved(rows, warmup: int, rounds: int, expected_examples: int
+                     ) -> 'collections.OrderedDict[str, list[float]]':
+  """Times the federated rows round by round, alternating between them on one worker.
+
+  Alternating (round 1 of every row, then round 2 of every row, ...) exposes every row to the
+  same machine state, so drift in background load or the worker's warm-up does not favour the
+  row measured first.
+
+  Args:
+    rows: Maps a row name to `(process, make_datasets)`.
+    warmup: Untimed rounds per row first (they include TFF tracing).
+    rounds: Timed rounds per row.
+    expected_examples: Examples each round must train on (a sanity check).
+
+  Returns:
+    Each row's timed round durations in seconds.
+  """
+  states = {name: process.initialize() for name, (process, _) in rows.items()}
+  seconds = collections.OrderedDict((name, []) for name in rows)
   for round_num in range(1, warmup + rounds + 1):
-    t0 = time.perf_counter()
-    datasets = make_datasets(round_num)
-    output = process.next(state, datasets)
-    elapsed = time.perf_counter() - t0
-    state = output.state
-    got = _num_examples(output.metrics)
-    if got != expected_examples:
-      raise RuntimeError(f'round {round_num} trained on {got} examples, expected '
-                         f'{expected_examples}')
-    if round_num > warmup:
-      seconds.append(elapsed)
+    for name, (process, make_datasets) in rows.items():
+      t0 = time.perf_counter()
+      output = process.next(states[name], make_datasets(round_num))
+      elapsed = time.perf_counter() - t0
+      states[name] = output.state
+      got = _num_examples(output.metrics)
+      if got != expected_examples:
+        raise RuntimeError(f'{name}, round {round_num}: trained on {got} examples, expected '
+                           f'{expected_examples}')
+      if round_num > warmup:
+        seconds[name].append(elapsed)
   return seconds
 
 
-def bench_tff_lab(task: task_lib.Task, warmup: int, rounds: int, seed: int,
-                  expected_examples: int) -> list[float]:
+def bench_tff_lab(task: task_lib.Task, seed: int):
   """Row 1: the library path, fed exactly as tff_lab/training/loop.py feeds it."""
-  runtime.set_local_context()  # a fresh managed worker for this row
   process = algorithms.build_fedavg(
       task, client_optimizer=algorithms.create_optimizer('sgd', CLIENT_LR),
       server_optimizer=algorithms.create_optimizer('sgd', SERVER_LR))
@@ -140,13 +152,11 @@ def bench_tff_lab(task: task_lib.Task, warmup: int, rounds: int, seed: int,
                                   seed=client_shuffle_seed(seed, round_num, i))
             for i, cid in enumerate(sampled)]
 
-  return time_federated(process, make_datasets, warmup, rounds, expected_examples)
+  return process, make_datasets
 
 
-def bench_vanilla_tff(train_data, batch_size: int, warmup: int, rounds: int,
-                      expected_examples: int) -> list[float]:
+def bench_vanilla_tff(train_data, batch_size: int):
   """Row 2: TFF's tutorial recipe, on the same managed runtime."""
-  runtime.set_local_context()  # a fresh managed worker for this row
   client_ids = list(train_data.client_ids)
 
   def preprocess(dataset):
@@ -169,7 +179,7 @@ def bench_vanilla_tff(train_data, batch_size: int, warmup: int, rounds: int,
   def make_datasets(unused_round_num):
     return [preprocess(train_data.create_tf_dataset_for_client(c)) for c in client_ids]
 
-  return time_federated(process, make_datasets, warmup, rounds, expected_examples)
+  return process, make_datasets
 
 
 def bench_centralized(arrays, batch_size: int, rounds: int, seed: int) -> list[float]:
@@ -220,11 +230,11 @@ def main(argv):
         f'{_ROUNDS.value} timed rounds', flush=True)
 
   try:
-    timings = collections.OrderedDict()
-    timings['tff_lab FedAvg'] = bench_tff_lab(
-        task, _WARMUP_ROUNDS.value, _ROUNDS.value, _SEED.value, examples)
-    timings['vanilla TFF'] = bench_vanilla_tff(
-        task.train_data, _BATCH_SIZE.value, _WARMUP_ROUNDS.value, _ROUNDS.value, examples)
+    runtime.set_local_context()
+    timings = time_interleaved(collections.OrderedDict([
+        ('tff_lab FedAvg', bench_tff_lab(task, _SEED.value)),
+        ('vanilla TFF', bench_vanilla_tff(task.train_data, _BATCH_SIZE.value)),
+    ]), _WARMUP_ROUNDS.value, _ROUNDS.value, examples)
   finally:
     runtime.stop_all_workers()
   timings['centralised Keras'] = bench_centralized(

@@ -36,6 +36,9 @@ def venv_kernel(tmp_path, monkeypatch):
       'language': 'python',
   }))
   monkeypatch.setenv('JUPYTER_PATH', str(tmp_path / 'jupyter'))
+  # The notebook writes its experiment under tempfile.mkdtemp(); keep that inside tmp_path.
+  (tmp_path / 'tmp').mkdir()
+  monkeypatch.setenv('TMPDIR', str(tmp_path / 'tmp'))
   return 'python3'
 
 

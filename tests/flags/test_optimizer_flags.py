@@ -1,11 +1,10 @@
-"""Flag factories: generated optimiser and task flags."""
+"""Prefixed optimiser flags generated from tff.learning.optimizers."""
 
 from absl import flags
 import pytest
 
 from tff_lab import cli  # pylint: disable=unused-import  (defines the flags)
 from tff_lab.flags import optimizer_flags
-from tff_lab.flags import task_flags
 
 
 @pytest.fixture
@@ -31,12 +30,3 @@ def test_hparam_of_other_optimizer_refused(parse):
   parse('--client_optimizer=sgd', '--client_sgdm_momentum=0.5')
   with pytest.raises(ValueError, match='--client_sgdm_momentum is set but --client_optimizer=sgd'):
     optimizer_flags.optimizer_settings_from_flags('client')
-
-
-def test_task_flags_follow_signatures(parse):
-  parse('--task=digits', '--digits_alpha=0.1', '--digits_partition=shards')
-  opts = task_flags.task_options_from_flags('digits')
-  assert opts['alpha'] == 0.1 and opts['partition'] == 'shards' and opts['num_clients'] == 20
-  parse('--synthetic_iid')
-  with pytest.raises(ValueError, match='--synthetic_iid is set but --task=digits'):
-    task_flags.task_options_from_flags('digits')
