@@ -29,7 +29,9 @@ def plot_curves(csv_path: str, png_path: str, title: str = '') -> None:
       points = [(int(r['round']), float(r[column])) for r in rows if r.get(column)]
       if points:
         xs, ys = zip(*points)
-        style = ':' if 'pct' in label else '-'
+        # Federated and centralised evaluation coincide when the test clients pool to the
+        # centralised test set; draw the latter dashed so both stay visible.
+        style = ':' if 'pct' in label else '--' if column.startswith('central') else '-'
         ax.plot(xs, ys, style, marker='.' if len(xs) < 30 else None, label=label)
     ax.set_xlabel('round')
     ax.set_ylabel(ylabel)
