@@ -57,6 +57,11 @@ def run_cli(monkeypatch, capsys, tmp_path):
     (['--task=digits', '--synthetic_alpha=0.5'], '--synthetic_alpha is set but --task=digits'),
     (['--task=digits', '--digits_partition=zipf'], 'digits partition must be one of'),
     (['--mu=0.1'], 'only applies to --algorithm=fedprox'),
+    (['--byzantine_fraction=1.0'], 'byzantine_fraction must be in [0, 1)'),
+    (['--byzantine_fraction=0.2', '--attack=backdoor'], "unknown attack 'backdoor'"),
+    (['--attack_scale=0'], 'attack_scale must be positive'),
+    (['--straggler_fraction=1.5'], 'straggler_fraction must be in [0, 1)'),
+    (['--algorithm=fedsgd', '--byzantine_fraction=0.2'], '--algorithm=fedsgd sends gradients'),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_cli, argv, message):
   code, err = run_cli(*argv)

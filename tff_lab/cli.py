@@ -47,6 +47,17 @@ _ROOT_OUTPUT_DIR = flags.DEFINE_string('root_output_dir', _DEFAULTS.root_output_
                                        'Root of experiment directories.')
 _EXPERIMENT_NAME = flags.DEFINE_string('experiment_name', None,
                                        'Experiment directory name (default: <task>_<algorithm>).')
+_BYZANTINE_FRACTION = flags.DEFINE_float('byzantine_fraction', 0.0,
+                                         'Fraction of each round\'s sampled clients that attack.')
+_ATTACK = flags.DEFINE_string('attack', 'sign_flip',
+                              'Byzantine attack: sign_flip, scale, gaussian or label_flip.')
+_ATTACK_SCALE = flags.DEFINE_float('attack_scale', 1.0,
+                                   'c in -c*update (sign_flip), c*update (scale), N(0,c^2) '
+                                   '(gaussian).')
+_DROPOUT_FRACTION = flags.DEFINE_float('dropout_fraction', 0.0,
+                                       'Fraction of sampled clients that never report.')
+_STRAGGLER_FRACTION = flags.DEFINE_float('straggler_fraction', 0.0,
+                                         'Fraction of sampled clients doing partial local work.')
 _MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer('max_concurrent_clients', -1,
                                                'Client computations run in parallel (-1: all).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
@@ -73,6 +84,9 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       client_max_elements=_CLIENT_MAX_ELEMENTS.value,
       client_shuffle_buffer=_CLIENT_SHUFFLE_BUFFER.value, eval_every=_EVAL_EVERY.value,
       checkpoint_every=_CHECKPOINT_EVERY.value, seed=_SEED.value,
+      byzantine_fraction=_BYZANTINE_FRACTION.value, attack=_ATTACK.value,
+      attack_scale=_ATTACK_SCALE.value, dropout_fraction=_DROPOUT_FRACTION.value,
+      straggler_fraction=_STRAGGLER_FRACTION.value,
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
       max_concurrent_clients=_MAX_CONCURRENT_CLIENTS.value, overwrite=_OVERWRITE.value,

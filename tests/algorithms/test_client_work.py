@@ -1,5 +1,7 @@
 """tff_lab's client work: local proximal SGD checked step by step against NumPy."""
 
+import collections
+
 import numpy as np
 import pytest
 import tensorflow_federated as tff
@@ -63,3 +65,31 @@ def test_negative_mu_rejected():
   task = tasks.create_task('seed_linear')
   with pytest.raises(ValueError, match='mu'):
     client_work.build_client_work(task, tff.learning.optimizers.build_sgdm(0.1), mu=-0.1)
+
+
+def _single_client_delta(attack):
+  task = tasks.create_task('synthetic', {'num_devices': 2, 'seed': 0})
+  task = task.with_train_spec(batch_size=10, shuffle_buffer_size=1)
+  process = algorithms.build_fedavg(task, tff.learning.optimizers.build_sgdm(0.05),
+                                    with_attacks=True)
+  w0 = loop.initial_model_weights(task, 0)
+  cid = task.train_data.client_ids[0]
+  data = [collections.OrderedDict(
+      data=task.preprocess_train(task.train_data.create_tf_dataset_for_client(cid)),
+      attack=attack)]
+  state = process.next(process.set_model_weights(process.initialize(), w0), data).state
+  return np.concatenate([np.ravel(a - b) for a, b in zip(process.get_model_weights(state).trainable,
+                                                          w0.trainable)])
+
+
+def test_update_attacks_transform_the_honest_delta():
+  honest = _single_client_delta(client_work.attack_spec('none'))
+  assert np.linalg.norm(honest) > 0
+  np.testing.assert_allclose(_single_client_delta(client_work.attack_spec('sign_flip', 2.0)),
+                             -2.0 * honest, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(_single_client_delta(client_work.attack_spec('scale', 3.0)),
+                             3.0 * honest, rtol=1e-4, atol=1e-6)
+  noise = _single_client_delta(client_work.attack_spec('gaussian', 0.5, seed=11))
+  # The server applies -delta; the Gaussian report replaces the delta: std ≈ 0.5 over 610 params.
+  assert noise.std() == pytest.approx(0.5, rel=0.1) and abs(noise.mean()) < 0.1
+  assert np.abs(np.corrcoef(noise, honest)[0, 1]) < 0.2

@@ -17,22 +17,62 @@ objective, and the test checks it against NumPy.
 
 The structure follows TFF's `build_model_delta_client_work` so the process composes with TFF's
 distributors, aggregators and finalizers.
+
+Byzantine clients (`with_attacks=True`). Each client's input is then
+`OrderedDict(data=<dataset>, attack=OrderedDict(kind=, scale=, seed=))` and the client replaces
+its honest delta Δ before reporting it (Blanchard et al. NeurIPS 2017; Bagdasaryan et al.
+AISTATS 2020 for model replacement):
+
+  kind 0 `none`      Δ
+  kind 1 `sign_flip` −scale·Δ
+  kind 2 `scale`     scale·Δ                (model replacement / boosting)
+  kind 3 `gaussian`  N(0, scale²) per coordinate, from a stateless seed
+
+Which clients attack, and how, is decided outside (`tff_lab.training.faults`), deterministically
+per round; label flipping is a data-side attack and needs no help here.
 """
 
 import collections
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_lab.tasks import task as task_lib
 
+ATTACK_KINDS = collections.OrderedDict(none=0, sign_flip=1, scale=2, gaussian=3)
 
-def _build_client_update(model_fn, mu: float, loop_implementation):
+
+def attack_spec(kind: str = 'none', scale: float = 1.0, seed: int = 0) -> tf.data.Dataset:
+  """The per-client attack input of a `with_attacks` client work: a one-element dataset.
+
+  (TFF requires client-placed inputs of a client work to be sequences, hence the dataset.)
+  """
+  if kind not in ATTACK_KINDS:
+    raise ValueError(f'unknown attack {kind!r}; choose one of {list(ATTACK_KINDS)}')
+  return tf.data.Dataset.from_tensors(collections.OrderedDict(
+      kind=np.int32(ATTACK_KINDS[kind]), scale=np.float32(scale), seed=np.int32(seed)))
+
+
+def _apply_attack(delta, attack):
+  """Replaces an honest delta according to `attack` (see the module docstring)."""
+  flat = tf.nest.flatten(delta)
+  noise = [tf.random.stateless_normal(tf.shape(d), seed=tf.stack([attack['seed'], i]),
+                                      dtype=d.dtype) * attack['scale']
+           for i, d in enumerate(flat)]
+  kind = attack['kind']
+  attacked = [tf.switch_case(kind, [lambda d=d: d, lambda d=d: -attack['scale'] * d,
+                                    lambda d=d: attack['scale'] * d, lambda n=n: n])
+              for d, n in zip(flat, noise)]
+  return tf.nest.pack_sequence_as(delta, attacked)
+
+
+def _build_client_update(model_fn, mu: float, weighted: bool, loop_implementation):
   model = model_fn()
   reduce_loop = tff.learning.loop_builder.build_training_loop(loop_implementation)
 
   @tf.function
-  def client_update(optimizer, initial_weights, data):
+  def client_update(optimizer, initial_weights, data, attack=None):
     weights = tff.learning.models.ModelWeights.from_model(model)
     tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
     trainable = tuple(tf.nest.flatten(weights.trainable))
@@ -57,9 +97,11 @@ def _build_client_update(model_fn, mu: float, loop_implementation):
 
     num_examples, _ = reduce_loop(reduce_fn, data, initial_state)
     delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
+    if attack is not None:
+      delta = _apply_attack(delta, attack.get_single_element())
     delta, non_finite = tff.learning.tensor_utils.zero_all_if_any_non_finite(delta)
-    weight = tf.cond(tf.equal(non_finite, 0),
-                     lambda: tf.cast(num_examples, tf.float32), lambda: tf.constant(0.0))
+    honest_weight = tf.cast(num_examples, tf.float32) if weighted else tf.constant(1.0)
+    weight = tf.cond(tf.equal(non_finite, 0), lambda: honest_weight, lambda: tf.constant(0.0))
     return (tff.learning.templates.ClientResult(update=delta, update_weight=weight),
             model.report_local_unfinalized_metrics())
 
@@ -67,15 +109,18 @@ def _build_client_update(model_fn, mu: float, loop_implementation):
 
 
 def build_client_work(task: task_lib.Task, optimizer: tff.learning.optimizers.Optimizer,
-                      mu: float = 0.0,
+                      mu: float = 0.0, weighted: bool = True, with_attacks: bool = False,
                       loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
                       ) -> tff.learning.templates.ClientWorkProcess:
-  """Returns local (proximal) SGD on `task`'s model, weighted by client example count.
+  """Returns local (proximal) SGD on `task`'s model.
 
   Args:
     task: Provides `tff_model_fn` and the batch spec.
     optimizer: The client optimiser (`tff.learning.optimizers`).
     mu: Proximal strength μ ≥ 0.
+    weighted: Weight each client's delta by its example count (else 1).
+    with_attacks: Take `OrderedDict(data=, attack=attack_spec(...))` per client (see the module
+      docstring) instead of a bare dataset.
     loop_implementation: How the client iterates its dataset.
   """
   if mu < 0:
@@ -85,12 +130,21 @@ def build_client_work(task: task_lib.Task, optimizer: tff.learning.optimizers.Op
     model = task.tff_model_fn()
     metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
   weights_type = tff.learning.models.weights_type_from_model(model)
-  data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+  dataset_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+  if with_attacks:
+    attack_type = tff.SequenceType(tff.types.to_type(collections.OrderedDict(
+        kind=np.int32, scale=np.float32, seed=np.int32)))
+    data_type = tff.StructWithPythonType(
+        [('data', dataset_type), ('attack', attack_type)], collections.OrderedDict)
+  else:
+    data_type = dataset_type
 
   @tff.tensorflow.computation(weights_type, data_type)
-  def client_update_computation(initial_weights, dataset):
-    update = _build_client_update(task.tff_model_fn, mu, loop_implementation)
-    return update(optimizer, initial_weights, dataset)
+  def client_update_computation(initial_weights, client_input):
+    update = _build_client_update(task.tff_model_fn, mu, weighted, loop_implementation)
+    if with_attacks:
+      return update(optimizer, initial_weights, client_input['data'], client_input['attack'])
+    return update(optimizer, initial_weights, client_input)
 
   @tff.federated_computation
   def init_fn():

@@ -8,13 +8,17 @@ than SGD(1.0) this is FedOpt: Reddi et al., "Adaptive Federated Optimization", I
 Each round, every sampled client runs local SGD (the client optimiser) from the global weights
 over `num_epochs` of its data, and returns its model delta; the server averages the deltas
 (weighted by example count, or unweighted) and applies the average as a pseudo-gradient with the
-server optimiser. The process is TFF's own `build_weighted_fed_avg`/`build_unweighted_fed_avg`.
+server optimiser. The process is TFF's own `build_weighted_fed_avg`/`build_unweighted_fed_avg`;
+with Byzantine clients simulated (`with_attacks`), the same process is composed around tff_lab's
+client work (`client_work.py`, tested equal to TFF's for honest clients).
 """
 
 from typing import Optional
 
 import tensorflow_federated as tff
 
+from tff_lab.algorithms import client_work as client_work_lib
+from tff_lab.algorithms import composition
 from tff_lab.tasks import task as task_lib
 
 
@@ -23,6 +27,7 @@ def build_fedavg(task: task_lib.Task,
                  server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
                  weighted: bool = True,
                  model_aggregator=None,
+                 with_attacks: bool = False,
                  loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
                  ) -> tff.learning.templates.LearningProcess:
   """Returns a FedAvg (or FedOpt) learning process for `task`.
@@ -34,10 +39,17 @@ def build_fedavg(task: task_lib.Task,
       FedAvg).
     weighted: Weight client deltas by example count (True) or equally (False).
     model_aggregator: Optional `tff.aggregators` factory for the deltas (weighted or unweighted,
-      matching `weighted`).
+      matching `weighted`; always weighted with `with_attacks`, where unweighted averaging gives
+      every client weight 1).
+    with_attacks: Clients take `OrderedDict(data=, attack=)` inputs (see `client_work.py`).
     loop_implementation: How clients iterate their dataset.
   """
   server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
+  if with_attacks:
+    work = client_work_lib.build_client_work(task, client_optimizer, mu=0.0, weighted=weighted,
+                                             with_attacks=True,
+                                             loop_implementation=loop_implementation)
+    return composition.compose_with_client_work(task, work, server_optimizer, model_aggregator)
   if weighted:
     return tff.learning.algorithms.build_weighted_fed_avg(
         task.tff_model_fn, client_optimizer_fn=client_optimizer,

@@ -6,17 +6,16 @@ h_k(w) = F_k(w) + (μ/2)·‖w − wᵗ‖², i.e. runs its optimiser on its los
 pulling it towards the round's global weights wᵗ; the server averages the deltas weighted by
 example count and applies them with the server optimiser. μ = 0 is FedAvg.
 
-Composed like TFF's `build_weighted_fed_prox` (broadcast, client work, weighted mean, optimiser
-finalizer), but with tff_lab's client work: TFF 0.87's proximal term has the wrong sign (see
-`client_work.py`).
+Composed like TFF's `build_weighted_fed_prox`, but with tff_lab's client work: TFF 0.87's
+proximal term has the wrong sign (see `client_work.py`).
 """
 
 from typing import Optional
 
-import numpy as np
 import tensorflow_federated as tff
 
 from tff_lab.algorithms import client_work as client_work_lib
+from tff_lab.algorithms import composition
 from tff_lab.tasks import task as task_lib
 
 
@@ -25,6 +24,7 @@ def build_fedprox(task: task_lib.Task,
                   client_optimizer: tff.learning.optimizers.Optimizer,
                   server_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
                   model_aggregator=None,
+                  with_attacks: bool = False,
                   loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
                   ) -> tff.learning.templates.LearningProcess:
   """Returns a FedProx process with proximal strength `mu` (≥ 0).
@@ -34,25 +34,13 @@ def build_fedprox(task: task_lib.Task,
     mu: Proximal strength μ.
     client_optimizer: Local optimiser.
     server_optimizer: Applies the averaged delta; SGD with rate 1.0 by default.
-    model_aggregator: A weighted `tff.aggregators` factory; `tff.aggregators.MeanFactory()` by
-      default.
+    model_aggregator: A weighted `tff.aggregators` factory (weighted mean by default).
+    with_attacks: Clients take `OrderedDict(data=, attack=)` inputs (see `client_work.py`).
     loop_implementation: How clients iterate their dataset.
   """
   if mu < 0:
     raise ValueError(f'FedProx mu must be >= 0, got {mu}')
-  server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights.from_model(task.tff_model_fn())
-
-  weights_type = initial_model_weights_fn.type_signature.result
-  distributor = tff.learning.templates.build_broadcast_process(weights_type)
-  client_work = client_work_lib.build_client_work(task, client_optimizer, mu,
-                                                  loop_implementation)
-  aggregator = (model_aggregator or tff.aggregators.MeanFactory()).create(
-      weights_type.trainable, tff.TensorType(np.float32))
-  finalizer = tff.learning.templates.build_apply_optimizer_finalizer(server_optimizer,
-                                                                     weights_type)
-  return tff.learning.templates.compose_learning_process(
-      initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
+  work = client_work_lib.build_client_work(task, client_optimizer, mu, weighted=True,
+                                           with_attacks=with_attacks,
+                                           loop_implementation=loop_implementation)
+  return composition.compose_with_client_work(task, work, server_optimizer, model_aggregator)

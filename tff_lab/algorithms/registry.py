@@ -24,14 +24,21 @@ def check_algorithm(name: str) -> None:
 def create_learning_process(name: str, task: task_lib.Task,
                             client_optimizer: Optional[tff.learning.optimizers.Optimizer],
                             server_optimizer: Optional[tff.learning.optimizers.Optimizer],
-                            mu: float = 0.0, model_aggregator=None
+                            mu: float = 0.0, model_aggregator=None, with_attacks: bool = False
                             ) -> tff.learning.templates.LearningProcess:
-  """Builds the learning process for algorithm `name` (FedSGD ignores the client optimiser)."""
+  """Builds the learning process for algorithm `name` (FedSGD ignores the client optimiser).
+
+  With `with_attacks`, clients take `OrderedDict(data=, attack=)` inputs (see
+  `client_work.py`); FedSGD does not support it (its clients send gradients, not local models).
+  """
   check_algorithm(name)
   if name == 'fedsgd':
+    if with_attacks:
+      raise ValueError('update attacks are not supported with --algorithm=fedsgd')
     return fedsgd.build_fedsgd(task, server_optimizer, model_aggregator=model_aggregator)
   if name == 'fedprox':
     return fedprox.build_fedprox(task, mu, client_optimizer, server_optimizer,
-                                 model_aggregator=model_aggregator)
+                                 model_aggregator=model_aggregator, with_attacks=with_attacks)
   return fedavg.build_fedavg(task, client_optimizer, server_optimizer,
-                             weighted=(name == 'fedavg'), model_aggregator=model_aggregator)
+                             weighted=(name == 'fedavg'), model_aggregator=model_aggregator,
+                             with_attacks=with_attacks)

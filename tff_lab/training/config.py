@@ -18,6 +18,7 @@ import os
 import shutil
 from typing import Any, Optional
 
+from tff_lab import faults as faults_lib
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.tasks import registry as tasks_registry
@@ -51,6 +52,8 @@ class ExperimentConfig:
     checkpoint_every: Checkpoint every k rounds (and after the last round).
     seed: Seeds model initialisation, client sampling and client shuffling.
     root_output_dir / experiment_name: Output goes to `<root_output_dir>/<experiment_name>/`.
+    byzantine_fraction / attack / attack_scale / dropout_fraction / straggler_fraction: Simulated
+      attacks and faults (`tff_lab.faults`).
     max_concurrent_clients: Client computations run in parallel by the runtime (-1: no limit).
     overwrite: Delete an existing experiment directory instead of resuming from it.
     progress: Show a tqdm progress bar.
@@ -75,11 +78,23 @@ class ExperimentConfig:
   eval_every: int = 5
   checkpoint_every: int = 5
   seed: int = 0
+  byzantine_fraction: float = 0.0
+  attack: str = 'sign_flip'
+  attack_scale: float = 1.0
+  dropout_fraction: float = 0.0
+  straggler_fraction: float = 0.0
   root_output_dir: str = 'runs'
   experiment_name: str = 'experiment'
   max_concurrent_clients: int = -1
   overwrite: bool = False
   progress: bool = True
+
+  @property
+  def faults(self) -> faults_lib.FaultConfig:
+    return faults_lib.FaultConfig(
+        byzantine_fraction=self.byzantine_fraction, attack=self.attack,
+        attack_scale=self.attack_scale, dropout_fraction=self.dropout_fraction,
+        straggler_fraction=self.straggler_fraction)
 
   @property
   def experiment_dir(self) -> str:
@@ -122,6 +137,13 @@ class ExperimentConfig:
     _require(self.mu >= 0, f'mu must be >= 0, got {self.mu}')
     _require(self.mu == 0 or self.algorithm == 'fedprox',
              f'mu={self.mu} only applies to --algorithm=fedprox (got {self.algorithm!r})')
+    try:
+      self.faults.validate(self.clients_per_round)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    _require(not (self.faults.update_attacks and self.algorithm == 'fedsgd'),
+             f'--attack={self.attack} alters local updates; --algorithm=fedsgd sends gradients '
+             '(use fedavg, fedavg_unweighted or fedprox, or --attack=label_flip)')
     _require(bool(self.experiment_name) and os.sep not in self.experiment_name,
              f'experiment_name must be a non-empty name without {os.sep!r}, '
              f'got {self.experiment_name!r}')

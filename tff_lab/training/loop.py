@@ -6,7 +6,8 @@
   2. create or reopen `<root_output_dir>/<experiment_name>/`;
   3. build the learning process and evaluation computations (TFF tracing);
   4. restore the newest checkpoint, or make the seeded initial state (checkpointed as round 0);
-  5. each round: sample clients, run `process.next`, stop on a non-finite loss, evaluate every
+  5. each round: sample clients, apply simulated faults (`tff_lab.faults`; none by default), run
+     `process.next`, stop on a non-finite loss, evaluate every
      `eval_every` rounds, append to metrics.csv and TensorBoard, checkpoint every
      `checkpoint_every` rounds;
   6. write curves.png, summary.json and final_model.keras.
@@ -29,6 +30,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tqdm
 
+from tff_lab import faults as faults_lib
 from tff_lab import runtime
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
@@ -88,7 +90,7 @@ def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
       config.server_optimizer, config.server_learning_rate, **config.server_optimizer_hparams)
   return algorithms_registry.create_learning_process(
       config.algorithm, task, client_opt, server_opt, mu=config.mu,
-      model_aggregator=model_aggregator)
+      model_aggregator=model_aggregator, with_attacks=config.faults.update_attacks)
 
 
 def _flatten(prefix: str, value: Any, out: dict) -> None:
@@ -167,6 +169,8 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'))
 
   client_ids = list(task.train_data.client_ids)
+  fault_config = config.faults
+  num_classes = int(keras_model.output_shape[-1])
   last: dict = {}
   started = time.time()
   bar = tqdm.tqdm(total=config.rounds, initial=start_round, desc=f'{config.task}/{config.algorithm}',
@@ -175,12 +179,14 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
     for round_num in range(start_round + 1, config.rounds + 1):
       t0 = time.time()
       sampled = sample_clients(client_ids, config.clients_per_round, config.seed, round_num)
-      datasets = [
-          task.preprocess_train(task.train_data.create_tf_dataset_for_client(cid),
-                                seed=client_shuffle_seed(config.seed, round_num, i))
-          for i, cid in enumerate(sampled)]
-      output = process.next(state, datasets)
+      roles = faults_lib.assign_roles(sampled, fault_config, config.seed, round_num)
+      client_inputs = faults_lib.build_client_inputs(
+          task, sampled, roles, fault_config, config.seed, round_num, num_classes,
+          lambda position: client_shuffle_seed(config.seed, round_num, position))
+      output = process.next(state, client_inputs)
       metrics = round_metrics(output.metrics)
+      if fault_config != faults_lib.FaultConfig():
+        metrics.update(roles.metrics())
       loss = metrics.get('train_loss')
       if loss is not None and not math.isfinite(loss):
         raise NonFiniteLossError(

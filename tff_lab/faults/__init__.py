@@ -1,0 +1,7 @@
+"""Simulated attacks and faults: Byzantine clients, dropouts and stragglers."""
+
+from tff_lab.faults.simulation import assign_roles
+from tff_lab.faults.simulation import ATTACKS
+from tff_lab.faults.simulation import build_client_inputs
+from tff_lab.faults.simulation import FaultConfig
+from tff_lab.faults.simulation import RoundRoles
