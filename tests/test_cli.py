@@ -62,6 +62,9 @@ def run_cli(monkeypatch, capsys, tmp_path):
     (['--attack_scale=0'], 'attack_scale must be positive'),
     (['--straggler_fraction=1.5'], 'straggler_fraction must be in [0, 1)'),
     (['--algorithm=fedsgd', '--byzantine_fraction=0.2'], '--algorithm=fedsgd sends gradients'),
+    (['--simulation=gpu'], "unknown simulation 'gpu'"),
+    (['--simulation=vectorized', '--client_optimizer=adam'], 'client_optimizer=sgd only'),
+    (['--simulation=vectorized', '--algorithm=fedsgd'], 'not fedsgd'),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_cli, argv, message):
   code, err = run_cli(*argv)

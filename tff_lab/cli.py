@@ -58,6 +58,10 @@ _DROPOUT_FRACTION = flags.DEFINE_float('dropout_fraction', 0.0,
                                        'Fraction of sampled clients that never report.')
 _STRAGGLER_FRACTION = flags.DEFINE_float('straggler_fraction', 0.0,
                                          'Fraction of sampled clients doing partial local work.')
+_SIMULATION = flags.DEFINE_string('simulation', 'tff',
+                                  'tff: rounds through TFF\'s runtime; vectorized: all sampled '
+                                  'clients\' local SGD in one TF program (same results, faster; '
+                                  'sgd clients, mean aggregation).')
 _MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer('max_concurrent_clients', -1,
                                                'Client computations run in parallel (-1: all).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
@@ -86,7 +90,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       checkpoint_every=_CHECKPOINT_EVERY.value, seed=_SEED.value,
       byzantine_fraction=_BYZANTINE_FRACTION.value, attack=_ATTACK.value,
       attack_scale=_ATTACK_SCALE.value, dropout_fraction=_DROPOUT_FRACTION.value,
-      straggler_fraction=_STRAGGLER_FRACTION.value,
+      straggler_fraction=_STRAGGLER_FRACTION.value, simulation=_SIMULATION.value,
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
       max_concurrent_clients=_MAX_CONCURRENT_CLIENTS.value, overwrite=_OVERWRITE.value,

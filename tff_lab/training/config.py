@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from tff_lab import faults as faults_lib
 from tff_lab.algorithms import optimizers as optimizers_lib
+from tff_lab.algorithms import vectorized
 from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.tasks import registry as tasks_registry
 
@@ -28,9 +29,11 @@ class ConfigError(ValueError):
   """A setting is invalid; the message names it."""
 
 
+SIMULATIONS = ('tff', 'vectorized')
+
 # Settings that may differ when resuming: they do not change what is computed per round.
 RESUMABLE_KEYS = ('rounds', 'root_output_dir', 'experiment_name', 'max_concurrent_clients',
-                  'overwrite', 'progress')
+                  'overwrite', 'progress', 'simulation')
 
 
 @dataclasses.dataclass
@@ -54,6 +57,8 @@ class ExperimentConfig:
     root_output_dir / experiment_name: Output goes to `<root_output_dir>/<experiment_name>/`.
     byzantine_fraction / attack / attack_scale / dropout_fraction / straggler_fraction: Simulated
       attacks and faults (`tff_lab.faults`).
+    simulation: `tff` runs each round through TFF's runtime; `vectorized` trains all sampled
+      clients in one TF program (`tff_lab.algorithms.vectorized`; same results, faster).
     max_concurrent_clients: Client computations run in parallel by the runtime (-1: no limit).
     overwrite: Delete an existing experiment directory instead of resuming from it.
     progress: Show a tqdm progress bar.
@@ -83,6 +88,7 @@ class ExperimentConfig:
   attack_scale: float = 1.0
   dropout_fraction: float = 0.0
   straggler_fraction: float = 0.0
+  simulation: str = 'tff'
   root_output_dir: str = 'runs'
   experiment_name: str = 'experiment'
   max_concurrent_clients: int = -1
@@ -144,6 +150,16 @@ class ExperimentConfig:
     _require(not (self.faults.update_attacks and self.algorithm == 'fedsgd'),
              f'--attack={self.attack} alters local updates; --algorithm=fedsgd sends gradients '
              '(use fedavg, fedavg_unweighted or fedprox, or --attack=label_flip)')
+    _require(self.simulation in SIMULATIONS,
+             f'unknown simulation {self.simulation!r}; choose one of {list(SIMULATIONS)}')
+    if self.simulation == 'vectorized':
+      _require(self.algorithm != 'fedsgd',
+               '--simulation=vectorized runs fedavg, fedavg_unweighted and fedprox, not fedsgd')
+      try:
+        vectorized.check_supported(self.client_optimizer, model_aggregator_is_default=True,
+                                   update_attacks=self.faults.update_attacks)
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
     _require(bool(self.experiment_name) and os.sep not in self.experiment_name,
              f'experiment_name must be a non-empty name without {os.sep!r}, '
              f'got {self.experiment_name!r}')

@@ -34,6 +34,7 @@ from tff_lab import faults as faults_lib
 from tff_lab import runtime
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.algorithms import vectorized
 from tff_lab.evaluation import centralized
 from tff_lab.evaluation import federated
 from tff_lab.metrics import plotting
@@ -82,12 +83,16 @@ def build_task(config: config_lib.ExperimentConfig) -> task_lib.Task:
     raise config_lib.ConfigError(str(e)) from None
 
 
+def _server_optimizer(config: config_lib.ExperimentConfig) -> tff.learning.optimizers.Optimizer:
+  return optimizers_lib.create_optimizer(
+      config.server_optimizer, config.server_learning_rate, **config.server_optimizer_hparams)
+
+
 def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
                   model_aggregator=None) -> tff.learning.templates.LearningProcess:
   client_opt = optimizers_lib.create_optimizer(
       config.client_optimizer, config.client_learning_rate, **config.client_optimizer_hparams)
-  server_opt = optimizers_lib.create_optimizer(
-      config.server_optimizer, config.server_learning_rate, **config.server_optimizer_hparams)
+  server_opt = _server_optimizer(config)
   return algorithms_registry.create_learning_process(
       config.algorithm, task, client_opt, server_opt, mu=config.mu,
       model_aggregator=model_aggregator, with_attacks=config.faults.update_attacks)
@@ -163,6 +168,14 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   # (re)start; otherwise a resumed run would shuffle differently from an uninterrupted one.
   tf.random.set_seed(config.seed)
   process = build_process(config, task, model_aggregator)
+  if config.simulation == 'vectorized':
+    # Same state and mathematics as `process`; only how a round is scheduled differs. Built
+    # before any other Keras model: it makes a TF1 graph, which invalidates earlier Keras models.
+    round_runner = vectorized.VectorizedRounds(
+        task, config.client_learning_rate, _server_optimizer(config), mu=config.mu,
+        weighted=config.algorithm != 'fedavg_unweighted')
+  else:
+    round_runner = process
   fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
   keras_model = task.model_fn()
   state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer)
@@ -183,7 +196,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
       client_inputs = faults_lib.build_client_inputs(
           task, sampled, roles, fault_config, config.seed, round_num, num_classes,
           lambda position: client_shuffle_seed(config.seed, round_num, position))
-      output = process.next(state, client_inputs)
+      output = round_runner.next(state, client_inputs)
       metrics = round_metrics(output.metrics)
       if fault_config != faults_lib.FaultConfig():
         metrics.update(roles.metrics())
