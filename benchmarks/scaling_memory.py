@@ -1,0 +1,136 @@
+r"""Round time against clients per round, and memory over a long run.
+
+Two measurements from one run (a script, not a test):
+
+1. Scaling: median round time at 10, 100 and 1,000 clients per round (`--clients_per_round`),
+   for the TFF path and the vectorised path (`--simulation=vectorized`), on the 2NN with
+   `--examples_per_client` random MNIST-shaped examples per client, batch 20, 1 epoch. Prints the
+   time per client relative to the smallest size: growth no faster than linear means the ratio
+   stays at or below ~1.
+2. Memory: resident memory (this process plus its TFF worker_binary) after round 20 and after
+   round `--long_rounds` (default 300) of one run of tff_lab's training loop on a small workload,
+   and the growth between them.
+
+Run from the repository root:
+
+  .venv/bin/python benchmarks/scaling_memory.py
+  .venv/bin/python benchmarks/scaling_memory.py --sizes=10,100 --long_rounds=60   # quicker
+
+Heavy: run nothing else alongside it.
+"""
+
+import statistics
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+import psutil
+
+import tff_lab  # pylint: disable=g-bad-import-order  # first: installs the managed TFF runtime
+
+from tff_lab import algorithms  # pylint: disable=g-import-not-at-top
+from tff_lab import models  # pylint: disable=g-import-not-at-top
+from tff_lab import runtime  # pylint: disable=g-import-not-at-top
+from tff_lab.algorithms import vectorized  # pylint: disable=g-import-not-at-top
+from tff_lab.data import client_data  # pylint: disable=g-import-not-at-top
+from tff_lab.tasks import task as task_lib  # pylint: disable=g-import-not-at-top
+from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
+from tff_lab.training import loop  # pylint: disable=g-import-not-at-top
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-order
+
+_SIZES = flags.DEFINE_list('sizes', ['10', '100', '1000'], 'Clients per round to time.')
+_EXAMPLES = flags.DEFINE_integer('examples_per_client', 100, 'Examples per client.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Timed rounds per size (after 1 warm-up round).')
+_LONG_ROUNDS = flags.DEFINE_integer('long_rounds', 300, 'Rounds of the memory run.')
+
+
+def make_task(num_clients: int, examples: int) -> task_lib.Task:
+  rng = np.random.default_rng(0)
+  arrays = {cid: (rng.random((examples, 784), dtype=np.float32),
+                  rng.integers(0, 10, examples).astype(np.int32))
+            for cid in client_data.client_ids_for(num_clients)}
+  data = client_data.from_arrays(arrays)
+  return task_lib.Task(
+      name='w1', train_data=data, test_data=data, centralized_test_data=next(iter(arrays.values())),
+      model_fn=lambda: models.build_2nn((784,), 10),
+      loss_fn=tf.keras.losses.SparseCategoricalCrossentropy, prediction_kind='sparse_categorical',
+      train_spec=task_lib.ClientSpec(num_epochs=1, batch_size=20, shuffle_buffer_size=examples))
+
+
+def time_rounds(runner, state, task, rounds: int) -> list[float]:
+  ids = list(task.train_data.client_ids)
+  seconds = []
+  for r in range(rounds + 1):
+    t0 = time.perf_counter()
+    datasets = [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c),
+                                      seed=loop.client_shuffle_seed(0, r, i))
+                for i, c in enumerate(ids)]
+    state = runner.next(state, datasets).state
+    if r:  # round 0 is the warm-up (tracing)
+      seconds.append(time.perf_counter() - t0)
+  return seconds
+
+
+def rss_mb() -> float:
+  me = psutil.Process()
+  procs = [me] + me.children(recursive=True)
+  return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+
+def scaling(sizes: list[int]) -> None:
+  print('clients/round  path        median s/round  s per client  per-client vs smallest')
+  base = {}
+  for n in sizes:
+    task = make_task(n, _EXAMPLES.value)
+    runtime.set_local_context()
+    process = algorithms.build_fedavg(task, algorithms.create_optimizer('sgd', 0.1))
+    runner = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0))
+    for path, impl in (('tff', process), ('vectorized', runner)):
+      median = statistics.median(time_rounds(impl, process.initialize(), task, _ROUNDS.value))
+      per_client = median / n
+      base.setdefault(path, per_client)
+      print(f'{n:>13d}  {path:<10s}  {median:>14.3f}  {per_client:>12.5f}  '
+            f'{per_client / base[path]:>22.2f}', flush=True)
+    runner.close()
+
+
+def memory(rounds: int) -> None:
+  marks = {20: None, rounds: None}
+  with tempfile.TemporaryDirectory() as root:
+    config = config_lib.ExperimentConfig(
+        task='digits', task_options={'model': 'mlp'}, rounds=rounds, clients_per_round=10,
+        eval_every=10, checkpoint_every=10, root_output_dir=root, experiment_name='mem',
+        progress=False)
+    original = loop.checkpoint.save_checkpoint
+
+    def save_and_measure(directory, round_num, state, keep=3):
+      if round_num in marks:
+        marks[round_num] = rss_mb()
+      return original(directory, round_num, state, keep)
+
+    loop.checkpoint.save_checkpoint = save_and_measure  # measure right after rounds 20 and N
+    try:
+      loop.run_experiment(config)
+    finally:
+      loop.checkpoint.save_checkpoint = original
+  growth = (marks[rounds] - marks[20]) / marks[20]
+  print(f'resident memory (python + worker): round 20 {marks[20]:.0f} MB, round {rounds} '
+        f'{marks[rounds]:.0f} MB, growth {100 * growth:+.1f}%')
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  try:
+    scaling([int(s) for s in _SIZES.value])
+    memory(_LONG_ROUNDS.value)
+  finally:
+    runtime.stop_all_workers()
+
+
+if __name__ == '__main__':
+  app.run(main)
