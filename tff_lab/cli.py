@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from tff_lab.flags import aggregation_flags
 from tff_lab.flags import optimizer_flags
 from tff_lab.flags import task_flags
 from tff_lab.training import config as config_lib
@@ -58,6 +59,8 @@ _DROPOUT_FRACTION = flags.DEFINE_float('dropout_fraction', 0.0,
                                        'Fraction of sampled clients that never report.')
 _STRAGGLER_FRACTION = flags.DEFINE_float('straggler_fraction', 0.0,
                                          'Fraction of sampled clients doing partial local work.')
+_DP_DELTA = flags.DEFINE_float('dp_delta', None,
+                                'δ of the ε reported each round with --dp (default: population^-1.1).')
 _SIMULATION = flags.DEFINE_string('simulation', 'tff',
                                   'tff: rounds through TFF\'s runtime; vectorized: all sampled '
                                   'clients\' local SGD in one TF program (same results, faster; '
@@ -68,6 +71,7 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Delete an existing experiment directory instead of resuming it.')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
 
+aggregation_flags.define_aggregation_flags()
 optimizer_flags.define_optimizer_flags('client', default_learning_rate=0.1)
 optimizer_flags.define_optimizer_flags('server', default_learning_rate=1.0)
 task_flags.define_task_flags()
@@ -91,6 +95,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       byzantine_fraction=_BYZANTINE_FRACTION.value, attack=_ATTACK.value,
       attack_scale=_ATTACK_SCALE.value, dropout_fraction=_DROPOUT_FRACTION.value,
       straggler_fraction=_STRAGGLER_FRACTION.value, simulation=_SIMULATION.value,
+      aggregation=aggregation_flags.aggregation_from_flags(), dp_delta=_DP_DELTA.value,
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
       max_concurrent_clients=_MAX_CONCURRENT_CLIENTS.value, overwrite=_OVERWRITE.value,

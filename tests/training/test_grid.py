@@ -13,12 +13,18 @@ def test_parse_types_values():
 
 
 @pytest.mark.parametrize('spec, match', [
-    ('', 'empty'), ('nope=1', "'nope' is not an ExperimentConfig setting"),
+    ('', 'empty'), ('nope=1', "'nope' is not an experiment setting"),
     ('rounds=ten', "'ten' is not a valid int"), ('rounds', 'must look like key=v1,v2'),
 ])
 def test_bad_specs(spec, match):
   with pytest.raises(config_lib.ConfigError, match=match):
     grid.parse_grid(spec)
+
+
+def test_aggregation_settings_go_into_the_aggregation_dict(tmp_path):
+  base = config_lib.ExperimentConfig(root_output_dir=str(tmp_path), experiment_name='g')
+  configs = grid.expand(base, grid.parse_grid('aggregator=mean,median;bits=4'))
+  assert [c.aggregation for c in configs] == [{'bits': 4}, {'aggregator': 'median', 'bits': 4}]
 
 
 def test_every_config_is_validated_before_any_run(tmp_path):

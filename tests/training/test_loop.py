@@ -57,3 +57,19 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert checkpoint.latest_checkpoint(ckpt_dir) == bad_round - 1
   rows = (tmp_path / 'e' / 'metrics.csv').read_text().splitlines()[1:]
   assert len(rows) == bad_round - 1  # the diverged round is not recorded
+
+
+def test_dp_run_reports_epsilon_and_aggregator_measurements(tmp_path):
+  from tff_lab.privacy import accounting  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.ExperimentConfig(
+      task='seed_linear', algorithm='fedavg_unweighted', rounds=3, clients_per_round=4,
+      eval_every=0, aggregation={'dp': 'fixed', 'clip_norm': 0.5, 'noise_multiplier': 1.0},
+      dp_delta=1e-3, root_output_dir=str(tmp_path), experiment_name='e', progress=False)
+  loop.run_experiment(cfg)
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(tmp_path / 'e' / 'metrics.csv') as f:
+    rows = list(csv.DictReader(f))
+  eps = [float(r['dp_epsilon']) for r in rows]
+  assert eps == sorted(eps) and eps[0] > 0
+  assert eps[-1] == pytest.approx(accounting.epsilon(1.0, 4, 10, 3, 1e-3))
+  assert float(rows[0]['upload_bytes_per_client']) == 2 * 4  # two float32 weights

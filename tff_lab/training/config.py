@@ -18,6 +18,7 @@ import os
 import shutil
 from typing import Any, Optional
 
+from tff_lab import aggregators
 from tff_lab import faults as faults_lib
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import vectorized
@@ -57,6 +58,10 @@ class ExperimentConfig:
     root_output_dir / experiment_name: Output goes to `<root_output_dir>/<experiment_name>/`.
     byzantine_fraction / attack / attack_scale / dropout_fraction / straggler_fraction: Simulated
       attacks and faults (`tff_lab.faults`).
+    aggregation: Aggregation settings that differ from `tff_lab.aggregators.AggregationSettings`'s
+      defaults (aggregator, trim_fraction, clip_norm, compression, bits, dp, noise_multiplier,
+      secure_aggregation, ...).
+    dp_delta: δ of the ε reported each round with DP (default: population^-1.1).
     simulation: `tff` runs each round through TFF's runtime; `vectorized` trains all sampled
       clients in one TF program (`tff_lab.algorithms.vectorized`; same results, faster).
     max_concurrent_clients: Client computations run in parallel by the runtime (-1: no limit).
@@ -88,6 +93,8 @@ class ExperimentConfig:
   attack_scale: float = 1.0
   dropout_fraction: float = 0.0
   straggler_fraction: float = 0.0
+  aggregation: dict = dataclasses.field(default_factory=dict)
+  dp_delta: Optional[float] = None
   simulation: str = 'tff'
   root_output_dir: str = 'runs'
   experiment_name: str = 'experiment'
@@ -101,6 +108,11 @@ class ExperimentConfig:
         byzantine_fraction=self.byzantine_fraction, attack=self.attack,
         attack_scale=self.attack_scale, dropout_fraction=self.dropout_fraction,
         straggler_fraction=self.straggler_fraction)
+
+  def aggregation_settings(self) -> dict:
+    """Keyword arguments of `tff_lab.aggregators.create_aggregator` for this experiment."""
+    return dict(self.aggregation, clients_per_round=self.clients_per_round,
+                num_dropped=self.faults.counts(self.clients_per_round)[1])
 
   @property
   def experiment_dir(self) -> str:
@@ -150,13 +162,26 @@ class ExperimentConfig:
     _require(not (self.faults.update_attacks and self.algorithm == 'fedsgd'),
              f'--attack={self.attack} alters local updates; --algorithm=fedsgd sends gradients '
              '(use fedavg, fedavg_unweighted or fedprox, or --attack=label_flip)')
+    try:
+      aggregators.validate_aggregation_settings(**self.aggregation_settings())
+    except TypeError:
+      known = [f.name for f in dataclasses.fields(aggregators.AggregationSettings)]
+      raise ConfigError(f'unknown aggregation setting(s) '
+                        f'{sorted(set(self.aggregation) - set(known))}') from None
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+    _require(self.dp_delta is None or 0 < self.dp_delta < 1,
+             f'dp_delta must be in (0, 1), got {self.dp_delta}')
+    _require(self.dp_delta is None or self.aggregation.get('dp', 'none') != 'none',
+             '--dp_delta only applies with --dp=fixed|adaptive')
     _require(self.simulation in SIMULATIONS,
              f'unknown simulation {self.simulation!r}; choose one of {list(SIMULATIONS)}')
     if self.simulation == 'vectorized':
       _require(self.algorithm != 'fedsgd',
                '--simulation=vectorized runs fedavg, fedavg_unweighted and fedprox, not fedsgd')
       try:
-        vectorized.check_supported(self.client_optimizer, model_aggregator_is_default=True,
+        vectorized.check_supported(self.client_optimizer,
+                                   model_aggregator_is_default=not self.aggregation,
                                    update_attacks=self.faults.update_attacks)
       except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -16,32 +16,41 @@ import json
 import os
 from typing import Any, Callable, Optional
 
+from tff_lab.flags import aggregation_flags
 from tff_lab.training import config as config_lib
 
 Table = list['collections.OrderedDict[str, Any]']
 
 
+def _setting_types() -> dict[str, type]:
+  """Grid-able settings and their types: ExperimentConfig's scalars and the aggregation flags."""
+  types = {f.name: aggregation_flags.setting_type(f) for f in aggregation_flags.setting_fields()}
+  defaults = config_lib.ExperimentConfig()
+  for f in dataclasses.fields(config_lib.ExperimentConfig):
+    value = getattr(defaults, f.name)
+    if not isinstance(value, (dict, list)):
+      types[f.name] = int if value is None else type(value)
+  return types
+
+
 def parse_grid(spec: str) -> 'collections.OrderedDict[str, list[Any]]':
-  """Parses `key=v1,v2;key2=w1,w2` into typed values (types from ExperimentConfig's fields).
+  """Parses `key=v1,v2;key2=w1,w2` into typed values.
+
+  Keys are ExperimentConfig settings or aggregation settings (`aggregator`, `bits`, ...).
 
   Raises:
     ConfigError: For an unknown setting, a value of the wrong type, or an empty spec.
   """
-  fields = {f.name: f for f in dataclasses.fields(config_lib.ExperimentConfig)}
-  defaults = config_lib.ExperimentConfig()
+  types = _setting_types()
   grid = collections.OrderedDict()
   for part in filter(None, (p.strip() for p in spec.split(';'))):
     key, sep, values = part.partition('=')
     key = key.strip()
     if not sep or not values.strip():
       raise config_lib.ConfigError(f'grid entry {part!r} must look like key=v1,v2')
-    if key not in fields or key in ('task_options', 'client_optimizer_hparams',
-                                    'server_optimizer_hparams'):
-      raise config_lib.ConfigError(f'grid setting {key!r} is not an ExperimentConfig setting')
-    kind = type(getattr(defaults, key))
-    if getattr(defaults, key) is None:
-      kind = int
-    grid[key] = [_convert(key, v.strip(), kind) for v in values.split(',')]
+    if key not in types:
+      raise config_lib.ConfigError(f'grid setting {key!r} is not an experiment setting')
+    grid[key] = [_convert(key, v.strip(), types[key]) for v in values.split(',')]
   if not grid:
     raise config_lib.ConfigError('the grid spec is empty')
   return grid
@@ -65,7 +74,16 @@ def expand(base: config_lib.ExperimentConfig, grid) -> list[config_lib.Experimen
   for values in itertools.product(*grid.values()):
     combo = dict(zip(grid, values))
     name = '_'.join(f'{k}={v}' for k, v in combo.items())
-    config = dataclasses.replace(base, experiment_name=f'{base.experiment_name}__{name}', **combo)
+    aggregation = dict(base.aggregation)
+    defaults = {f.name: f.default for f in aggregation_flags.setting_fields()}
+    for key in [k for k in combo if k in defaults]:
+      value = combo.pop(key)
+      if value == defaults[key]:
+        aggregation.pop(key, None)
+      else:
+        aggregation[key] = value
+    config = dataclasses.replace(base, experiment_name=f'{base.experiment_name}__{name}',
+                                 aggregation=aggregation, **combo)
     config.validate()
     configs.append(config)
   return configs
@@ -89,7 +107,8 @@ def run_grid(base: config_lib.ExperimentConfig, spec: str, metrics: list[str],
   rows = []
   for config in expand(base, grid):  # every config is validated before the first run starts
     final = run_fn(config)['final_metrics']
-    row = collections.OrderedDict((k, getattr(config, k)) for k in grid)
+    row = collections.OrderedDict(
+        (k, config.aggregation_settings().get(k, getattr(config, k, None))) for k in grid)
     row.update((m, final.get(m)) for m in metrics)
     rows.append(row)
   return rows

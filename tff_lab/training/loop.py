@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tqdm
 
+from tff_lab import aggregators
 from tff_lab import faults as faults_lib
 from tff_lab import runtime
 from tff_lab.algorithms import optimizers as optimizers_lib
@@ -39,6 +40,7 @@ from tff_lab.evaluation import centralized
 from tff_lab.evaluation import federated
 from tff_lab.metrics import plotting
 from tff_lab.metrics import writers
+from tff_lab.privacy import accounting
 from tff_lab.tasks import registry as tasks_registry
 from tff_lab.tasks import task as task_lib
 from tff_lab.training import checkpoint
@@ -93,6 +95,9 @@ def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
   client_opt = optimizers_lib.create_optimizer(
       config.client_optimizer, config.client_learning_rate, **config.client_optimizer_hparams)
   server_opt = _server_optimizer(config)
+  if model_aggregator is None and config.aggregation:
+    model_aggregator = aggregators.create_aggregator(
+        weighted=config.algorithm != 'fedavg_unweighted', **config.aggregation_settings())
   return algorithms_registry.create_learning_process(
       config.algorithm, task, client_opt, server_opt, mu=config.mu,
       model_aggregator=model_aggregator, with_attacks=config.faults.update_attacks)
@@ -111,6 +116,12 @@ def _flatten(prefix: str, value: Any, out: dict) -> None:
       out[prefix] = array.item()
 
 
+# Communication measurements, reported once per configuration somewhere in the aggregator's
+# (nested) measurements; surfaced under these fixed names too.
+_COMMUNICATION = ('upload_bytes_per_client', 'download_bytes_per_client',
+                  'float32_upload_bytes_per_client', 'compression_ratio')
+
+
 def round_metrics(process_metrics: Any) -> 'collections.OrderedDict[str, Any]':
   """Names the main training metrics and keeps every other scalar under its TFF path."""
   flat = {}
@@ -121,6 +132,10 @@ def round_metrics(process_metrics: Any) -> 'collections.OrderedDict[str, Any]':
                       ('train_examples', 'client_work/train/num_examples')):
     if path in flat:
       named[short] = flat.pop(path)
+  for name in _COMMUNICATION:
+    matches = [v for k, v in flat.items() if k.endswith('/' + name)]
+    if len(matches) == 1:
+      named[name] = matches[0]
   named.update(sorted(flat.items()))
   return named
 
@@ -183,6 +198,12 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
 
   client_ids = list(task.train_data.client_ids)
   fault_config = config.faults
+  epsilon = None
+  if config.aggregation.get('dp', 'none') != 'none':
+    # ε after each round, for the sampling the loop really does (m of N without replacement).
+    epsilon = accounting.EpsilonTracker(
+        config.aggregation['noise_multiplier'], config.clients_per_round, len(client_ids),
+        config.dp_delta or accounting.default_delta(len(client_ids)))
   num_classes = int(keras_model.output_shape[-1])
   last: dict = {}
   started = time.time()
@@ -200,6 +221,9 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
       metrics = round_metrics(output.metrics)
       if fault_config != faults_lib.FaultConfig():
         metrics.update(roles.metrics())
+      if epsilon is not None:
+        metrics['dp_epsilon'] = epsilon.epsilon_after(round_num)
+        metrics['dp_delta'] = epsilon.delta
       loss = metrics.get('train_loss')
       if loss is not None and not math.isfinite(loss):
         raise NonFiniteLossError(

@@ -1,0 +1,69 @@
+"""tff-lab-dp prints the accountant's ε and noise multiplier, and refuses bad input with exit 2."""
+
+import re
+import subprocess
+import sys
+
+from absl import flags
+import pytest
+
+from tff_lab.privacy import accounting
+from tff_lab.privacy import cli
+
+
+def _run(args):
+  fv = flags.FlagValues()
+  cli.define_flags(fv)
+  argv = fv(['tff-lab-dp'] + args)
+  return cli.run(argv, fv)
+
+
+def _number(text, name):
+  return float(re.search(rf'{name}=([0-9.e+-]+)', text).group(1))
+
+
+def test_epsilon_command(capsys):
+  assert _run(['epsilon', '--noise_multiplier=1.2', '--clients_per_round=10',
+               '--population=200', '--rounds=40', '--sampling=poisson']) == 0
+  out = capsys.readouterr().out
+  expected = accounting.epsilon(1.2, 10, 200, 40, 200**-1.1, sampling='poisson')
+  assert _number(out, 'epsilon') == pytest.approx(expected, rel=1e-5)
+
+
+def test_noise_command_inverts_epsilon(capsys):
+  assert _run(['noise', '--target_epsilon=3', '--clients_per_round=10', '--population=200',
+               '--rounds=40', '--delta=1e-5', '--sampling=poisson', '--accountant=rdp']) == 0
+  z = _number(capsys.readouterr().out, 'noise_multiplier')
+  assert accounting.epsilon(z, 10, 200, 40, 1e-5, sampling='poisson') == pytest.approx(3, rel=1e-3)
+
+
+@pytest.mark.parametrize('args', [
+    [],
+    ['budget'],
+    ['epsilon', '--clients_per_round=10', '--population=200', '--rounds=40'],
+    ['epsilon', '--noise_multiplier=0', '--clients_per_round=10', '--population=200',
+     '--rounds=40'],
+    ['epsilon', '--noise_multiplier=1', '--clients_per_round=300', '--population=200',
+     '--rounds=40'],
+    ['epsilon', '--noise_multiplier=1', '--clients_per_round=10', '--population=200',
+     '--rounds=40', '--delta=2'],
+    ['epsilon', '--noise_multiplier=1', '--clients_per_round=10', '--population=0',
+     '--rounds=40'],
+    ['noise', '--target_epsilon=-1', '--clients_per_round=10', '--population=200', '--rounds=40'],
+    ['epsilon', '--noise_multiplier=1', '--clients_per_round=10', '--population=200',
+     '--rounds=40', '--accountant=pld'],
+])
+def test_bad_input_is_one_line_and_exit_2(args, capsys):
+  assert _run(args) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1
+
+
+def test_module_entry_point():
+  done = subprocess.run(
+      [sys.executable, '-m', 'tff_lab.privacy.cli', 'epsilon', '--noise_multiplier=1',
+       '--clients_per_round=10', '--population=100', '--rounds=60', '--delta=1e-5'],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert done.returncode == 0, done.stderr
+  assert _number(done.stdout, 'epsilon') == pytest.approx(
+      accounting.epsilon(1.0, 10, 100, 60, 1e-5), rel=1e-5)

@@ -1,0 +1,327 @@
+"""The aggregator stack: clipping, then DP or a robust rule, then compression, then secure sum.
+
+`create_aggregator(**settings)` composes `tff.aggregators` factories in this fixed order (outermost
+first, which is also the order in which each client's update is processed):
+
+  1. **Clipping** (norm bounding) with TFF's `clipping_factory`: a fixed `clip_norm`, or with
+     `adaptive_clip` a norm that tracks the `clip_quantile` quantile of the update norms (TFF's
+     `PrivateQuantileEstimationProcess.no_noise`, as in `tff.learning.robust_aggregator`: initial
+     norm `clip_norm` or 1.0, learning rate 0.2; Andrew et al., NeurIPS 2021, arXiv:1905.03871).
+     With DP the DP factory clips (its `clip_norm` is the fixed or initial clip), so this layer
+     is left out.
+  2. **The rule**: the mean (`MeanFactory`, or `UnweightedMeanFactory`); or DP's noised mean
+     (`tff_lab.aggregators.dp.create_dp_factory`); or a Byzantine-robust rule (robust.py). Robust
+     rules and DP weigh clients equally; for weighted learning processes they are wrapped with
+     `tff.aggregators.as_weighted_aggregator`, which ignores the weights.
+  3. **Compression**: a `CompressedSumFactory` as the sum inside the mean or DP, or the codec of a
+     gathered robust rule (compression.py).
+  4. **Secure sum**: `tff_lab.aggregators.secure.create_secure_factory` as the sum inside the mean
+     or DP.
+
+`validate_aggregation_settings(**settings)` refuses out-of-range values and combinations that make
+no sense, before any tracing, with one-line `ValueError`s naming the setting (= the flag):
+  * DP or a robust rule, not both: DP's guarantee is for a noised sum of clipped updates.
+  * `dp='fixed'` needs `clip_norm` (its sensitivity bound; `dp='adaptive'` starts from it or
+    from 0.1) and contradicts `adaptive_clip`; DP needs a positive `noise_multiplier`, and the
+    DP module's own checks (`dp.check_dp_args`) run too.
+  * DP with `quantize` or `random_mask` is refused: unbiased codecs can push a clipped update above
+    the clip norm, breaking the sensitivity the privacy accounting assumes (top-k cannot).
+  * Secure aggregation reveals only the sum, so it excludes the robust rules, which need individual
+    updates, and per-client compression, which the server must decode client by client.
+  * The geometric median (RFA) runs several mean passes; compressing them is not implemented.
+  * Krum needs n > 2f + 2 and multi_krum_m ≤ n − f, n = clients_per_round − num_dropped being
+    the clients that report.
+
+Measurements, under the learning process's `metrics['aggregator']`: those of each layer, nested
+as TFF nests them (`clipping_norm`, `clipped_count`, `clipped_fraction` at the top when clipping,
+the rule's inside `clipping`; the compressed or secure sum's inside `mean_value`, or `dp`).
+Every configuration reports `num_clients`, `upload_bytes_per_client` and
+`download_bytes_per_client` once in that tree (`compression.communication`; secure.py uses the
+same names).
+"""
+
+import collections
+import dataclasses
+import importlib
+import math
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_lab.aggregators import compression as compression_lib
+from tff_lab.aggregators import robust
+
+AGGREGATORS = ('mean', 'median', 'trimmed_mean', 'geometric_median', 'krum')
+COMPRESSIONS = ('none', 'quantize', 'topk', 'random_mask')
+DP_MODES = ('none', 'fixed', 'adaptive')
+
+# Adaptive (non-private) clipping, as tff.learning.robust_aggregator's default clipping.
+ADAPTIVE_CLIP_INITIAL_NORM = 1.0
+ADAPTIVE_CLIP_LEARNING_RATE = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregationSettings:
+  """The aggregation flags, with their defaults.
+
+  Attributes:
+    aggregator: `mean`, `median`, `trimmed_mean`, `geometric_median` or `krum`.
+    trim_fraction: β of the trimmed mean: the fraction dropped at each end, in [0, 0.5).
+    krum_f: Krum's assumed number of Byzantine clients f per round.
+    multi_krum_m: Multi-Krum averages the m best-scored updates (1 = Krum).
+    gm_passes: Mean passes of the geometric median's smoothed Weiszfeld (RFA), the first being
+      the plain mean.
+    clip_norm: L2 clip of each client update; with `adaptive_clip` or `dp='adaptive'`, the
+      initial clip. None: no clipping.
+    adaptive_clip: Adapt the clip to the `clip_quantile` quantile of the update norms.
+    clip_quantile: Target quantile of adaptive clipping, in (0, 1).
+    compression: `none`, `quantize`, `topk` or `random_mask`.
+    bits: Bits per coordinate of `quantize`, in [1, 16].
+    rotation: Randomly rotate (Walsh–Hadamard) before `quantize`.
+    topk_fraction: Fraction of coordinates `topk` keeps, in (0, 1).
+    mask_fraction: Fraction of coordinates `random_mask` keeps, in (0, 1).
+    dp: `none`, or DP with `fixed` or `adaptive` clipping (tff_lab.aggregators.dp, with its
+      own defaults for the adaptive clip's quantile and learning rate).
+    noise_multiplier: DP's noise multiplier z (> 0).
+    secure_aggregation: Sum through secure aggregation (tff_lab.aggregators.secure).
+    clients_per_round: Clients sampled each round (DP's normaliser).
+    num_dropped: Sampled clients that never report (simulated dropout; not a flag). Krum's n is
+      clients_per_round − num_dropped.
+  """
+
+  aggregator: str = 'mean'
+  trim_fraction: float = 0.1
+  krum_f: int = 1
+  multi_krum_m: int = 1
+  gm_passes: int = 5
+  clip_norm: Optional[float] = None
+  adaptive_clip: bool = False
+  clip_quantile: float = 0.8
+  compression: str = 'none'
+  bits: int = 8
+  rotation: bool = False
+  topk_fraction: float = 0.01
+  mask_fraction: float = 0.1
+  dp: str = 'none'
+  noise_multiplier: Optional[float] = None
+  secure_aggregation: bool = False
+  clients_per_round: int = 10
+  num_dropped: int = 0
+
+  def validate(self) -> None:
+    """Raises a one-line ValueError naming the first bad setting."""
+    for name, value, choices in (('aggregator', self.aggregator, AGGREGATORS),
+                                 ('compression', self.compression, COMPRESSIONS),
+                                 ('dp', self.dp, DP_MODES)):
+      _require(value in choices, f'unknown {name} {value!r}; choose one of {list(choices)}')
+    _require(_is_int(self.clients_per_round) and self.clients_per_round >= 1,
+             f'clients_per_round must be a positive integer, got {self.clients_per_round}')
+    _require(_is_int(self.num_dropped) and 0 <= self.num_dropped < self.clients_per_round,
+             f'num_dropped must be in [0, clients_per_round), got {self.num_dropped}')
+    _require(0 <= self.trim_fraction < 0.5,
+             f'trim_fraction must be in [0, 0.5), got {self.trim_fraction}')
+    _require(_is_int(self.krum_f) and self.krum_f >= 0,
+             f'krum_f must be an integer >= 0, got {self.krum_f}')
+    _require(_is_int(self.multi_krum_m) and self.multi_krum_m >= 1,
+             f'multi_krum_m must be an integer >= 1, got {self.multi_krum_m}')
+    _require(_is_int(self.gm_passes) and self.gm_passes >= 1,
+             f'gm_passes must be an integer >= 1, got {self.gm_passes}')
+    _require(self.clip_norm is None or (math.isfinite(self.clip_norm) and self.clip_norm > 0),
+             f'clip_norm must be positive and finite, got {self.clip_norm}')
+    _require(0 < self.clip_quantile < 1,
+             f'clip_quantile must be in (0, 1), got {self.clip_quantile}')
+    _require(_is_int(self.bits) and 1 <= self.bits <= 16,
+             f'bits must be an integer in [1, 16], got {self.bits}')
+    for name in ('topk_fraction', 'mask_fraction'):
+      _require(0 < getattr(self, name) < 1, f'{name} must be in (0, 1), got {getattr(self, name)}')
+    _require(self.noise_multiplier is None
+             or (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0),
+             f'noise_multiplier must be positive, got {self.noise_multiplier}')
+
+    if self.aggregator == 'krum':
+      n, f, m = self.clients_per_round - self.num_dropped, self.krum_f, self.multi_krum_m
+      _require(n > 2 * f + 2, f'krum_f={f} needs more than 2*krum_f + 2 = {2 * f + 2} reporting '
+               f'clients per round (Krum requires n > 2f + 2), got {n}')
+      _require(m <= n - f, f'multi_krum_m must be <= reporting clients - krum_f = {n - f}, '
+               f'got {m}')
+    _require(not self.rotation or self.compression == 'quantize',
+             f'rotation only applies to compression=\'quantize\', got {self.compression!r}')
+    if self.dp == 'none':
+      _require(self.noise_multiplier is None,
+               f'noise_multiplier={self.noise_multiplier} only applies with dp=fixed|adaptive')
+    else:
+      _require(self.dp != 'fixed' or self.clip_norm is not None,
+               'dp=\'fixed\' needs clip_norm (DP clips every update to bound its sensitivity)')
+      _require(self.noise_multiplier is not None, f'dp={self.dp!r} needs noise_multiplier')
+      _require(self.dp != 'fixed' or not self.adaptive_clip,
+               'adaptive_clip contradicts dp=\'fixed\'; for adaptive clipping with DP use '
+               'dp=\'adaptive\'')
+      _require(self.aggregator == 'mean',
+               f'dp={self.dp!r} cannot be combined with aggregator={self.aggregator!r}: DP or '
+               'robust aggregation, not both')
+      _require(self.compression in ('none', 'topk'),
+               f'dp={self.dp!r} cannot be combined with compression={self.compression!r}: it can '
+               'push a clipped update above clip_norm (only topk, which never grows a norm, is '
+               'allowed)')
+      _extension('dp', f'dp={self.dp!r}').check_dp_args(
+          self.dp, self.noise_multiplier, self.clients_per_round, self.clip_norm,
+          self.adaptive_clip)
+    if self.secure_aggregation:
+      _require(self.aggregator == 'mean',
+               f'secure_aggregation cannot be combined with aggregator={self.aggregator!r}: the '
+               'rule needs individual updates and secure aggregation reveals only their sum')
+      _require(self.compression == 'none',
+               f'secure_aggregation cannot be combined with compression={self.compression!r}: '
+               'the server decodes each client\'s message, so it would see it')
+      _extension('secure', 'secure_aggregation')
+    _require(self.aggregator != 'geometric_median' or self.compression == 'none',
+             f'aggregator=\'geometric_median\' cannot be combined with '
+             f'compression={self.compression!r}: compressing its Weiszfeld passes is not '
+             'implemented')
+
+
+def validate_aggregation_settings(**settings) -> None:
+  """Checks aggregation settings (the fields of `AggregationSettings`) before any tracing.
+
+  Raises:
+    ValueError: One line naming the first bad setting.
+    TypeError: For a setting that does not exist.
+  """
+  AggregationSettings(**settings).validate()
+
+
+def create_aggregator(weighted: bool = True, **settings) -> tff.aggregators.AggregationFactory:
+  """Builds the aggregation factory described by `settings` (see `AggregationSettings`).
+
+  Args:
+    weighted: Return a `WeightedAggregationFactory` (for `fedavg`, `fedsgd`, `fedprox`) rather
+      than an `UnweightedAggregationFactory` (for `fedavg_unweighted`).
+    **settings: Fields of `AggregationSettings`.
+
+  Raises:
+    ValueError: For settings `validate_aggregation_settings` refuses.
+  """
+  s = AggregationSettings(**settings)
+  s.validate()
+  codec = compression_lib.create_codec(s.compression, s.bits, s.rotation, s.topk_fraction,
+                                       s.mask_fraction)
+  # 4. secure sum and 3. compression: the sum inside a mean or DP (None: TFF's plain SumFactory).
+  value_sum = None
+  if s.secure_aggregation:
+    # HOOK (secure.py, another module): an UnweightedAggregationFactory that sums securely.
+    value_sum = _extension('secure', 'secure_aggregation').create_secure_factory(
+        clients_per_round=s.clients_per_round)
+  elif s.compression != 'none':
+    value_sum = compression_lib.CompressedSumFactory(codec)
+  # 2. The rule.
+  if s.dp != 'none':
+    # HOOK (dp.py, another module): the unweighted DP mean, summing records with `value_sum`.
+    factory = _extension('dp', f'dp={s.dp!r}').create_dp_factory(
+        s.dp, s.noise_multiplier, s.clients_per_round, s.clip_norm, s.adaptive_clip,
+        record_aggregation_factory=value_sum)
+  elif s.aggregator == 'mean':
+    factory = (tff.aggregators.MeanFactory(value_sum_factory=value_sum) if weighted
+               else tff.aggregators.UnweightedMeanFactory(value_sum_factory=value_sum))
+  else:
+    factory = _robust_factory(s, codec)
+  if weighted and isinstance(factory, tff.aggregators.UnweightedAggregationFactory):
+    factory = tff.aggregators.as_weighted_aggregator(factory)
+  if s.aggregator == 'mean' and value_sum is None:
+    factory = tff.aggregators.add_measurements(
+        factory, client_measurement_fn=(lambda value, weight: compression_lib.dense_communication(
+            value)) if weighted else compression_lib.dense_communication)
+  # 1. Clipping (DP clips inside its own factory).
+  if s.dp == 'none' and (s.clip_norm is not None or s.adaptive_clip):
+    factory = _clipping(factory, s)
+  return factory
+
+
+def _robust_factory(s: AggregationSettings, codec: compression_lib.Codec):
+  if s.aggregator == 'median':
+    return robust.CoordinateMedianFactory(codec)
+  if s.aggregator == 'trimmed_mean':
+    return robust.TrimmedMeanFactory(s.trim_fraction, codec)
+  if s.aggregator == 'krum':
+    return robust.KrumFactory(s.krum_f, s.multi_krum_m, codec)
+  return robust.GeometricMedianFactory(s.gm_passes)
+
+
+def _clipping(factory, s: AggregationSettings):
+  """TFF's clipping_factory around `factory`, plus a `clipped_fraction` measurement."""
+  if s.adaptive_clip:
+    norm = tff.aggregators.PrivateQuantileEstimationProcess.no_noise(
+        initial_estimate=float(s.clip_norm or ADAPTIVE_CLIP_INITIAL_NORM),
+        target_quantile=float(s.clip_quantile), learning_rate=ADAPTIVE_CLIP_LEARNING_RATE)
+  else:
+    norm = float(s.clip_norm)
+  return _with_clipped_fraction(tff.aggregators.clipping_factory(norm, factory))
+
+
+def _add_clipped_fraction(output, value):
+
+  @tff.tensorflow.computation(tff.TensorType(np.int32), tff.TensorType(np.int32))
+  def _fraction(count, total):
+    return tf.cast(count, tf.float32) / tf.cast(total, tf.float32)
+
+  measurements = output.measurements
+  names = tff.structure.name_list(measurements.type_signature.member)
+  fields = collections.OrderedDict((name, getattr(measurements, name)) for name in names)
+  fields['clipped_fraction'] = tff.federated_map(
+      _fraction, (measurements.clipped_count, compression_lib.count_clients(value)))
+  return tff.templates.MeasuredProcessOutput(output.state, output.result,
+                                             tff.federated_zip(fields))
+
+
+def _with_clipped_fraction(factory):
+  """Wraps a `clipping_factory` to also report clipped_count / number of clients."""
+  if isinstance(factory, tff.aggregators.WeightedAggregationFactory):
+
+    class WeightedFactory(tff.aggregators.WeightedAggregationFactory):
+
+      def create(self, value_type, weight_type):
+        process = factory.create(value_type, weight_type)
+
+        @tff.federated_computation(process.state_type,
+                                   tff.FederatedType(value_type, tff.CLIENTS),
+                                   tff.FederatedType(weight_type, tff.CLIENTS))
+        def next_fn(state, value, weight):
+          return _add_clipped_fraction(process.next(state, value, weight), value)
+
+        return tff.templates.AggregationProcess(process.initialize, next_fn)
+
+    return WeightedFactory()
+
+  class UnweightedFactory(tff.aggregators.UnweightedAggregationFactory):
+
+    def create(self, value_type):
+      process = factory.create(value_type)
+
+      @tff.federated_computation(process.state_type, tff.FederatedType(value_type, tff.CLIENTS))
+      def next_fn(state, value):
+        return _add_clipped_fraction(process.next(state, value), value)
+
+      return tff.templates.AggregationProcess(process.initialize, next_fn)
+
+  return UnweightedFactory()
+
+
+def _extension(name: str, setting: str):
+  """Imports tff_lab.aggregators.<name> (dp, secure), which `setting` needs."""
+  module = f'tff_lab.aggregators.{name}'
+  try:
+    return importlib.import_module(module)
+  except ModuleNotFoundError as e:
+    if e.name != module:
+      raise
+    raise ValueError(f'{setting} needs {module}, which is not in this checkout yet') from None
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(message)

@@ -1,0 +1,78 @@
+"""`tff-lab-dp`: ε of DP-FedAvg for given settings, or the noise multiplier for a target ε.
+
+    tff-lab-dp epsilon --noise_multiplier=1.0 --clients_per_round=10 --population=100 --rounds=60
+    tff-lab-dp noise --target_epsilon=5 --clients_per_round=10 --population=100 --rounds=60
+
+δ defaults to population^-1.1 (McMahan et al., ICLR 2018, arXiv:1710.06963). Sampling defaults
+to what tff-lab-run does (a fixed number of clients per round, uniformly without replacement);
+`--sampling=poisson` gives the figures of papers that assume Poisson sampling. The accounting is
+`tff_lab.privacy.accounting` (dp-accounting's RDP or PLD accountant).
+
+Exit codes: 0 success, 2 invalid input (one line on stderr).
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from tff_lab.privacy import accounting
+
+COMMANDS = ('epsilon', 'noise')
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines the flags (on `flag_values`, so tests can use their own FlagValues)."""
+  flags.DEFINE_float('noise_multiplier', None, 'z: noise std / clip norm (for `epsilon`).',
+                     flag_values=flag_values)
+  flags.DEFINE_float('target_epsilon', None, 'Target ε (for `noise`).', flag_values=flag_values)
+  flags.DEFINE_integer('clients_per_round', None, 'm: clients sampled per round.',
+                       flag_values=flag_values)
+  flags.DEFINE_integer('population', None, 'N: clients sampled from.', flag_values=flag_values)
+  flags.DEFINE_integer('rounds', None, 'T: rounds.', flag_values=flag_values)
+  flags.DEFINE_float('delta', None, 'δ (default population^-1.1).', flag_values=flag_values)
+  flags.DEFINE_enum('sampling', 'fixed', accounting.SAMPLING,
+                    'fixed: m of N without replacement (tff-lab-run); poisson: rate m/N.',
+                    flag_values=flag_values)
+  flags.DEFINE_enum('accountant', 'rdp', accounting.ACCOUNTANTS,
+                    'rdp, or pld (Poisson sampling only).', flag_values=flag_values)
+
+
+def run(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> int:
+  """Runs the command in argv[1] with parsed `flag_values`; prints the result; the exit code."""
+  fv = flag_values
+  try:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+      raise ValueError(f'expected one command, {" or ".join(COMMANDS)}; got {argv[1:]}')
+    needed = ['clients_per_round', 'population', 'rounds',
+              'noise_multiplier' if argv[1] == 'epsilon' else 'target_epsilon']
+    missing = [f'--{name}' for name in needed if fv[name].value is None]
+    if missing:
+      raise ValueError(f'{argv[1]} needs {", ".join(missing)}')
+    if fv.population < 1:
+      raise ValueError(f'population must be a positive integer; got {fv.population}')
+    delta = accounting.default_delta(fv.population) if fv.delta is None else fv.delta
+    common = dict(clients_per_round=fv.clients_per_round, population=fv.population,
+                  rounds=fv.rounds, delta=delta, accountant=fv.accountant, sampling=fv.sampling)
+    if argv[1] == 'epsilon':
+      value = accounting.epsilon(fv.noise_multiplier, **common)
+      result = f'epsilon={value:.6g}'
+    else:
+      value = accounting.noise_multiplier_for_epsilon(fv.target_epsilon, **common)
+      result = f'noise_multiplier={value:.6g}'
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'{result} (delta={delta:.3g}, {fv.accountant}, {fv.sampling} sampling, '
+        f'{fv.clients_per_round} of {fv.population} clients per round, {fv.rounds} rounds)')
+  return 0
+
+
+def run_app() -> None:
+  """Console script `tff-lab-dp`."""
+  define_flags()
+  app.run(lambda argv: sys.exit(run(argv)))
+
+
+if __name__ == '__main__':
+  run_app()
