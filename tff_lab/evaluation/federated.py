@@ -42,15 +42,16 @@ def build_client_evaluation(task: task_lib.Task) -> tff.Computation:
     def reduce_fn(acc, batch):
       preds = model(batch['x'], training=False)
       n = tf.cast(tf.shape(batch['y'])[0], tf.float32)
-      correct = tf.reduce_sum(accuracy_lib.correct_predictions(task.prediction_kind, batch['y'],
-                                                               preds))
-      return (acc[0] + loss_fn(batch['y'], preds) * n, acc[1] + correct, acc[2] + n)
+      # One entry per prediction: per example, or per non-padding token for next_token tasks.
+      hits = accuracy_lib.correct_predictions(task.prediction_kind, batch['y'], preds)
+      return (acc[0] + loss_fn(batch['y'], preds) * n, acc[1] + tf.reduce_sum(hits), acc[2] + n,
+              acc[3] + tf.cast(tf.size(hits), tf.float32))
 
-    loss_sum, correct, count = dataset.reduce((0.0, 0.0, 0.0), reduce_fn)
-    client_accuracy = tf.math.divide_no_nan(correct, count)
+    loss_sum, correct, count, predictions = dataset.reduce((0.0, 0.0, 0.0, 0.0), reduce_fn)
+    client_accuracy = tf.math.divide_no_nan(correct, predictions)
     bin_index = tf.minimum(tf.cast(client_accuracy * NUM_BINS, tf.int32), NUM_BINS - 1)
     return collections.OrderedDict(
-        loss_sum=loss_sum, correct=correct, num_examples=count,
+        loss_sum=loss_sum, correct=correct, num_examples=count, num_predictions=predictions,
         client_accuracy_sum=client_accuracy, num_clients=tf.constant(1.0),
         accuracy_histogram=tf.one_hot(bin_index, NUM_BINS, dtype=tf.float32))
 
@@ -107,11 +108,12 @@ def histogram_percentile(histogram: np.ndarray, q: float) -> float:
 def summarize(sums) -> 'collections.OrderedDict[str, float]':
   """Turns `build_federated_evaluation`'s sums into named metrics."""
   n = float(sums['num_examples'])
+  predictions = float(sums['num_predictions'])
   clients = float(sums['num_clients'])
   hist = np.asarray(sums['accuracy_histogram'])
   return collections.OrderedDict(
       loss=float(sums['loss_sum']) / n if n else float('nan'),
-      accuracy=float(sums['correct']) / n if n else float('nan'),
+      accuracy=float(sums['correct']) / predictions if predictions else float('nan'),
       client_accuracy_mean=float(sums['client_accuracy_sum']) / clients if clients else
       float('nan'),
       client_accuracy_p10=histogram_percentile(hist, 10),

@@ -56,7 +56,7 @@ class _ManagedService:
         self.worker.stop()
       self.worker = workers.ManagedWorker(
           max_concurrent_computation_calls=self._max_calls)
-      channel = grpc.insecure_channel(f'localhost:{self.worker.port}', GRPC_CHANNEL_OPTIONS)
+      channel = grpc.insecure_channel(f'127.0.0.1:{self.worker.port}', GRPC_CHANNEL_OPTIONS)
       self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
       deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
       while not self._stub.is_ready:

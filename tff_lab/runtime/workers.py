@@ -14,6 +14,9 @@ This module starts workers so that they cannot outlive the process that started 
   are therefore always forked from one long-lived daemon thread owned by this module, which lives
   exactly as long as the process.
 * An `atexit` hook also stops workers politely on a normal exit.
+* `worker_binary` listens on every interface and its gRPC service is unauthenticated (anyone who
+  reaches the port can run TensorFlow graphs as this user). A managed worker is therefore bound
+  to 127.0.0.1 through `bind_shim` unless another host is asked for.
 """
 
 import atexit
@@ -27,6 +30,8 @@ import threading
 from typing import Optional
 
 import portpicker
+
+from tff_lab.runtime import bind_shim
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -42,7 +47,7 @@ def worker_binary_path() -> str:
   return path
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
   """Runs in the forked child before exec: ask for SIGKILL when the parent thread dies."""
   if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
     os._exit(127)  # pylint: disable=protected-access
@@ -98,7 +103,7 @@ class ManagedWorker:
   """
 
   def __init__(self, port: Optional[int] = None, max_concurrent_computation_calls: int = -1,
-               quiet: bool = True):
+               quiet: bool = True, host: str = '127.0.0.1'):
     """Starts the worker.
 
     Args:
@@ -106,15 +111,23 @@ class ManagedWorker:
       max_concurrent_computation_calls: TFF's limit on parallel calls of one computation (for
         example the clients of one `federated_map`); non-positive means unlimited.
       quiet: Send the worker's own logging to /dev/null instead of this process's stderr.
+      host: The IPv4 address to listen on (`bind_shim`); if the shim cannot be built (no C
+        compiler) the worker listens on every interface, as TFF's own does, with a warning.
     """
     self.port = port or portpicker.pick_unused_port()
     args = [worker_binary_path(), f'--port={self.port}',
             f'--max_concurrent_computation_calls={max_concurrent_computation_calls}']
     sink = subprocess.DEVNULL if quiet else None
+    try:
+      env = None if bind_shim.is_wildcard(host) else bind_shim.bind_env(host)
+    except bind_shim.BindShimError as e:
+      print(f'tff_lab: WARNING: TFF worker on port {self.port} listens on every interface ({e})',
+            file=sys.stderr)
+      env = None
     parent_pid = os.getpid()
     self.process = _get_spawner().popen(
-        args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
-        preexec_fn=lambda: _die_with_parent(parent_pid))
+        args, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, env=env,
+        preexec_fn=lambda: die_with_parent(parent_pid))
     _live_workers.append(self)
 
   @property
@@ -125,9 +138,9 @@ class ManagedWorker:
     return self.process.poll() is None
 
   def stop(self, timeout: float = 5.0) -> None:
-    """Stops the worker: SIGINT, then SIGKILL after `timeout` seconds."""
+    """Stops the worker: SIGTERM, then SIGKILL after `timeout` seconds."""
     if self.alive():
-      self.process.send_signal(signal.SIGINT)
+      self.process.send_signal(signal.SIGTERM)
       try:
         self.process.wait(timeout)
       except subprocess.TimeoutExpired:

@@ -11,8 +11,15 @@ import dataclasses
 import inspect
 from typing import Any, Optional
 
+from tff_lab.tasks import breast_cancer_silos
+from tff_lab.tasks import cifar100
 from tff_lab.tasks import digits
+from tff_lab.tasks import emnist
+from tff_lab.tasks import mnist5k
 from tff_lab.tasks import seed_linear
+from tff_lab.tasks import shakespeare
+from tff_lab.tasks import shakespeare_plays
+from tff_lab.tasks import stackoverflow
 from tff_lab.tasks import synthetic
 from tff_lab.tasks import task as task_lib
 
@@ -20,6 +27,15 @@ TASK_BUILDERS: Mapping[str, Callable[..., task_lib.Task]] = collections.OrderedD
     seed_linear=seed_linear.build_seed_linear_task,
     synthetic=synthetic.build_synthetic_task,
     digits=digits.build_digits_task,
+    emnist62=emnist.build_emnist62_task,
+    emnist10=emnist.build_emnist10_task,
+    shakespeare=shakespeare.build_shakespeare_task,
+    stackoverflow_word=stackoverflow.build_stackoverflow_word_task,
+    stackoverflow_tag=stackoverflow.build_stackoverflow_tag_task,
+    cifar100=cifar100.build_cifar100_task,
+    shakespeare_plays=shakespeare_plays.build_shakespeare_plays_task,
+    mnist5k=mnist5k.build_mnist5k_task,
+    breast_cancer_silos=breast_cancer_silos.build_breast_cancer_silos_task,
 )
 
 

@@ -97,8 +97,8 @@ class Task:
     return dataset.batch(self.eval_batch_size)
 
   def summary(self) -> dict:
-    """Sizes of the task's data, for logs and summary.json."""
-    sizes = [len(self.train_data.create_tf_dataset_for_client(c))
+    """Sizes of the task's data, for logs and summary.json (a full pass for SQL-backed data)."""
+    sizes = [_num_examples(self.train_data.create_tf_dataset_for_client(c))
              for c in self.train_data.client_ids]
     return collections.OrderedDict(
         task=self.name, description=self.description,
@@ -107,3 +107,8 @@ class Task:
         num_train_examples=int(np.sum(sizes)),
         num_centralized_test_examples=int(len(self.centralized_test_data[1])),
         min_client_size=int(np.min(sizes)), max_client_size=int(np.max(sizes)))
+
+
+def _num_examples(dataset: tf.data.Dataset) -> int:
+  n = int(dataset.cardinality())
+  return n if n >= 0 else int(dataset.reduce(0, lambda count, _: count + 1))

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from tff_lab import aggregators
 from tff_lab import faults as faults_lib
+from tff_lab import runtime
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import vectorized
 from tff_lab.algorithms import registry as algorithms_registry
@@ -34,7 +35,7 @@ SIMULATIONS = ('tff', 'vectorized')
 
 # Settings that may differ when resuming: they do not change what is computed per round.
 RESUMABLE_KEYS = ('rounds', 'root_output_dir', 'experiment_name', 'max_concurrent_clients',
-                  'overwrite', 'progress', 'simulation')
+                  'overwrite', 'progress', 'simulation', 'workers', 'worker_timeout')
 
 
 @dataclasses.dataclass
@@ -64,6 +65,9 @@ class ExperimentConfig:
     dp_delta: δ of the ε reported each round with DP (default: population^-1.1).
     simulation: `tff` runs each round through TFF's runtime; `vectorized` trains all sampled
       clients in one TF program (`tff_lab.algorithms.vectorized`; same results, faster).
+    workers: `host:port` of TFF workers started with `tff-lab-worker`; empty: one managed local
+      worker. Results equal a local run (to float32 round-off with 3+ workers).
+    worker_timeout: Seconds to wait for a dead worker to come back before failing the round.
     max_concurrent_clients: Client computations run in parallel by the runtime (-1: no limit).
     overwrite: Delete an existing experiment directory instead of resuming from it.
     progress: Show a tqdm progress bar.
@@ -98,6 +102,8 @@ class ExperimentConfig:
   simulation: str = 'tff'
   root_output_dir: str = 'runs'
   experiment_name: str = 'experiment'
+  workers: tuple = ()
+  worker_timeout: float = 30.0
   max_concurrent_clients: int = -1
   overwrite: bool = False
   progress: bool = True
@@ -174,6 +180,16 @@ class ExperimentConfig:
              f'dp_delta must be in (0, 1), got {self.dp_delta}')
     _require(self.dp_delta is None or self.aggregation.get('dp', 'none') != 'none',
              '--dp_delta only applies with --dp=fixed|adaptive')
+    if self.workers:
+      try:
+        runtime.parse_workers(list(self.workers))
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
+      _require(self.max_concurrent_clients == -1,
+               '--max_concurrent_clients applies to the local worker; with --workers set it on '
+               'each tff-lab-worker')
+      _require(self.simulation == 'tff', '--simulation=vectorized does not use --workers')
+    _require(self.worker_timeout > 0, f'worker_timeout must be positive, got {self.worker_timeout}')
     _require(self.simulation in SIMULATIONS,
              f'unknown simulation {self.simulation!r}; choose one of {list(SIMULATIONS)}')
     if self.simulation == 'vectorized':

@@ -107,8 +107,10 @@ def run_grid(base: config_lib.ExperimentConfig, spec: str, metrics: list[str],
   rows = []
   for config in expand(base, grid):  # every config is validated before the first run starts
     final = run_fn(config)['final_metrics']
+    settings = {**{f.name: f.default for f in aggregation_flags.setting_fields()},
+                **config.aggregation}
     row = collections.OrderedDict(
-        (k, config.aggregation_settings().get(k, getattr(config, k, None))) for k in grid)
+        (k, settings[k] if k in settings else getattr(config, k)) for k in grid)
     row.update((m, final.get(m)) for m in metrics)
     rows.append(row)
   return rows

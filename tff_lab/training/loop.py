@@ -81,7 +81,7 @@ def build_task(config: config_lib.ExperimentConfig) -> task_lib.Task:
                              shuffle_buffer_size=config.client_shuffle_buffer)
   try:
     return tasks_registry.create_task(config.task, config.task_options, train_spec=spec)
-  except ValueError as e:
+  except (ValueError, FileNotFoundError) as e:  # bad options; data not downloaded or installed
     raise config_lib.ConfigError(str(e)) from None
 
 
@@ -168,6 +168,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
 
   Raises:
     ConfigError: For invalid settings, before any TFF tracing.
+    WorkerError: A remote worker (`config.workers`) is unreachable or died; checkpoints are kept.
     NonFiniteLossError: If a round's training loss is NaN or infinite; the last good checkpoint
       is kept and the metrics of that round are not written.
   """
@@ -178,7 +179,10 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   ckpt_dir = os.path.join(exp_dir, 'checkpoints')
   csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
 
-  runtime.set_local_context(max_concurrent_clients=config.max_concurrent_clients)
+  if config.workers:
+    runtime.set_remote_context(list(config.workers), reconnect_timeout=config.worker_timeout)
+  else:
+    runtime.set_local_context(max_concurrent_clients=config.max_concurrent_clients)
   # tf.data combines each shuffle's op seed with TF's global seed, so fix the global seed on every
   # (re)start; otherwise a resumed run would shuffle differently from an uninterrupted one.
   tf.random.set_seed(config.seed)
