@@ -3,17 +3,7 @@
 from absl import flags
 import pytest
 
-from tff_lab import cli  # pylint: disable=unused-import  (defines the flags)
 from tff_lab.flags import optimizer_flags
-
-
-@pytest.fixture
-def parse():
-  def _parse(*argv):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(['prog', *argv])
-  yield _parse
-  flags.FLAGS.unparse_flags()
 
 
 def test_optimizer_flags_generated_for_every_hparam(parse):

@@ -41,6 +41,7 @@ from tff_lab.evaluation import federated
 from tff_lab.metrics import plotting
 from tff_lab.metrics import writers
 from tff_lab.privacy import accounting
+from tff_lab.privacy import secagg
 from tff_lab.tasks import registry as tasks_registry
 from tff_lab.tasks import task as task_lib
 from tff_lab.training import checkpoint
@@ -209,6 +210,14 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
         config.aggregation['noise_multiplier'], config.clients_per_round, len(client_ids),
         config.dp_delta or accounting.default_delta(len(client_ids)))
   num_classes = int(keras_model.output_shape[-1])
+  secagg_cost = {}
+  if config.aggregation.get('secure_aggregation'):
+    # What the masking protocol costs for this model and round size: the TFF factory runs its
+    # modular arithmetic, the protocol itself runs outside TFF (tff_lab/privacy/secagg.py).
+    vector_length = sum(int(np.size(w)) for w in process.get_model_weights(state).trainable)
+    reporting = config.clients_per_round - fault_config.counts(config.clients_per_round)[1]
+    secagg_cost = {f'secagg/{k}': v for k, v in secagg.benchmark_protocol(
+        reporting, vector_length, seed=config.seed).items()}
   last: dict = {}
   started = time.time()
   bar = tqdm.tqdm(total=config.rounds, initial=start_round, desc=f'{config.task}/{config.algorithm}',
@@ -228,6 +237,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
       if epsilon is not None:
         metrics['dp_epsilon'] = epsilon.epsilon_after(round_num)
         metrics['dp_delta'] = epsilon.delta
+      metrics.update(secagg_cost)
       loss = metrics.get('train_loss')
       if loss is not None and not math.isfinite(loss):
         raise NonFiniteLossError(
