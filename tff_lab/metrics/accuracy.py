@@ -28,6 +28,7 @@ KINDS = ('sign', 'binary', 'sparse_categorical', 'next_token', 'multi_label')
 PAD_TOKEN = 0
 
 
+@tf.autograph.experimental.do_not_convert
 def correct_predictions(kind: str, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
   """Returns a float32 vector with one entry per prediction, 1.0 where it is correct.
 

@@ -96,7 +96,7 @@ def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
   client_opt = optimizers_lib.create_optimizer(
       config.client_optimizer, config.client_learning_rate, **config.client_optimizer_hparams)
   server_opt = _server_optimizer(config)
-  if model_aggregator is None and config.aggregation:
+  if model_aggregator is None:  # the stack's plain mean is TFF's MeanFactory, plus byte counts
     model_aggregator = aggregators.create_aggregator(
         weighted=config.algorithm != 'fedavg_unweighted', **config.aggregation_settings())
   return algorithms_registry.create_learning_process(
