@@ -31,8 +31,8 @@ from tff_lab.training import loop  # pylint: disable=g-import-not-at-top
 sys.path.insert(0, 'benchmarks')
 import scaling_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_CLIENTS = flags.DEFINE_integer('clients', 100, 'Clients per round.')
-_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Timed rounds.')
+_CLIENTS = flags.DEFINE_integer('profile_clients', 100, 'Clients per round.')
+_ROUNDS = flags.DEFINE_integer('profile_rounds', 3, 'Timed rounds.')
 
 
 def _datasets(task, r):
