@@ -34,9 +34,13 @@ def test_invalid_settings(tmp_path, kw, match):
 def test_valid_default_and_client_count(tmp_path):
   cfg = _config(tmp_path, clients_per_round=5)
   cfg.validate()
-  cfg.validate_against_task(5)
+  cfg.validate_against_task(5, 'sparse_categorical')
   with pytest.raises(config_lib.ConfigError, match='exceeds the 4 training clients'):
-    cfg.validate_against_task(4)
+    cfg.validate_against_task(4, 'sparse_categorical')
+  flipping = _config(tmp_path, byzantine_fraction=0.2, attack='label_flip')
+  flipping.validate_against_task(10, 'sign')
+  with pytest.raises(config_lib.ConfigError, match='label_flip is defined for'):
+    flipping.validate_against_task(10, 'next_token')
 
 
 def test_resume_allows_only_resumable_changes(tmp_path):

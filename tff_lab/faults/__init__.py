@@ -4,4 +4,5 @@ from tff_lab.faults.simulation import assign_roles
 from tff_lab.faults.simulation import ATTACKS
 from tff_lab.faults.simulation import build_client_inputs
 from tff_lab.faults.simulation import FaultConfig
+from tff_lab.faults.simulation import LABEL_FLIP_KINDS
 from tff_lab.faults.simulation import RoundRoles

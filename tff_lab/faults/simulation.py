@@ -33,6 +33,8 @@ from tff_lab.algorithms import client_work as client_work_lib
 from tff_lab.tasks import task as task_lib
 
 ATTACKS = ('sign_flip', 'scale', 'gaussian', 'label_flip')
+# Prediction kinds (tff_lab.metrics.accuracy) whose labels `flip_labels` knows how to flip.
+LABEL_FLIP_KINDS = ('sparse_categorical', 'sign', 'binary')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,9 @@ def assign_roles(sampled: Sequence[str], config: FaultConfig, seed: int, round_n
 def flip_labels(dataset: tf.data.Dataset, prediction_kind: str, num_classes: int
                 ) -> tf.data.Dataset:
   """Label flipping: y → C−1−y (classes), −y (±1 labels) or 1−y (binary labels)."""
+
+  if prediction_kind not in LABEL_FLIP_KINDS:
+    raise ValueError(f'label flipping is defined for {LABEL_FLIP_KINDS}, not {prediction_kind!r}')
 
   def flip(element):
     y = element['y']

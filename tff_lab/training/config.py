@@ -205,10 +205,15 @@ class ExperimentConfig:
              f'experiment_name must be a non-empty name without {os.sep!r}, '
              f'got {self.experiment_name!r}')
 
-  def validate_against_task(self, num_train_clients: int) -> None:
+  def validate_against_task(self, num_train_clients: int, prediction_kind: str) -> None:
+    """Checks the settings that depend on the task (still before any tracing)."""
     _require(self.clients_per_round <= num_train_clients,
              f'clients_per_round={self.clients_per_round} exceeds the {num_train_clients} '
              f'training clients of task {self.task!r}')
+    _require(not (self.byzantine_fraction > 0 and self.attack == 'label_flip')
+             or prediction_kind in faults_lib.LABEL_FLIP_KINDS,
+             f'--attack=label_flip is defined for {list(faults_lib.LABEL_FLIP_KINDS)} labels; '
+             f'task {self.task!r} predicts {prediction_kind!r}')
 
 
 def _require(condition: bool, message: str) -> None:

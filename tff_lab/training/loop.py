@@ -175,7 +175,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   """
   config.validate()
   task = build_task(config)
-  config.validate_against_task(len(task.train_data.client_ids))
+  config.validate_against_task(len(task.train_data.client_ids), task.prediction_kind)
   exp_dir = config_lib.prepare_experiment_dir(config)
   ckpt_dir = os.path.join(exp_dir, 'checkpoints')
   csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
@@ -261,6 +261,10 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   finally:
     bar.close()
     tb_writer.close()
+    if round_runner is not process:
+      round_runner.close()
+    if config.workers:  # a notebook continues on a local worker, not on the remote ones
+      runtime.set_local_context()
 
   weights = process.get_model_weights(state)
   if fed_eval is not None and 'fed_eval_accuracy' not in last:
