@@ -71,3 +71,17 @@ def test_tff_vocabulary_and_bad_options(cache):
   assert task.model_fn.keywords['vocab_size'] == 90
   with pytest.raises(ValueError, match='vocabulary'):
     tasks.create_task('shakespeare_plays', dict(OPTIONS, cache_dir=cache, vocabulary='pg100'))
+
+
+def test_tokenizing_each_round_gives_the_cached_examples():
+  options = {'max_clients': 4, 'max_chars_per_client': 400}
+  cached = tasks.create_task('shakespeare_plays', options)
+  uncached = tasks.create_task('shakespeare_plays', dict(options, tokenize_each_round=True))
+  assert uncached.example_preprocess is not None and cached.example_preprocess is None
+  assert uncached.batch_spec == cached.batch_spec
+  for cid in cached.train_data.client_ids:
+    a = [b['x'] for b in cached.preprocess_train(
+        cached.train_data.create_tf_dataset_for_client(cid), seed=3).as_numpy_iterator()]
+    b = [b['x'] for b in uncached.preprocess_train(
+        uncached.train_data.create_tf_dataset_for_client(cid), seed=3).as_numpy_iterator()]
+    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))

@@ -20,6 +20,7 @@ arXiv:2003.00295) for Shakespeare.
 import functools
 
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from tff_lab.data import client_data
 from tff_lab.data import shakespeare_plays as plays_data
@@ -32,7 +33,8 @@ def build_shakespeare_plays_task(vocabulary: str = 'leaf', min_lines: int = 2,
                                  min_chars: int = 100, test_fraction: float = 0.2,
                                  max_clients: int = 0, max_chars_per_client: int = 0,
                                  sequence_length: int = preprocessing.SEQUENCE_LENGTH,
-                                 cache_dir: str = '', seed: int = 0) -> task_lib.Task:
+                                 cache_dir: str = '', tokenize_each_round: bool = False,
+                                 seed: int = 0) -> task_lib.Task:
   """Builds the task.
 
   Args:
@@ -47,6 +49,9 @@ def build_shakespeare_plays_task(vocabulary: str = 'leaf', min_lines: int = 2,
     sequence_length: Window length.
     cache_dir: Where the parsed plays are cached; empty: `$TFF_LAB_CACHE`, else
       `~/.cache/tff_lab`.
+    tokenize_each_round: Keep each role's training text as a string and tokenise it into
+      windows in tf.data every round it is sampled (TFF's baseline pipeline), instead of once
+      when the task is built. Same examples; for measuring what caching saves.
     seed: Seed of the `max_clients` sample.
   """
   if vocabulary not in preprocessing.VOCABULARIES:
@@ -62,10 +67,17 @@ def build_shakespeare_plays_task(vocabulary: str = 'leaf', min_lines: int = 2,
     return {c: preprocessing.to_sequences(preprocessing.to_ids([t], vocab, sequence_length),
                                           sequence_length) for c, t in texts.items()}
 
-  train, test = windows(train_text), windows(test_text)
+  test = windows(test_text)
+  if tokenize_each_round:
+    train_data = tff.simulation.datasets.TestClientData(
+        {c: [t] for c, t in train_text.items()})  # one string per role
+    example_preprocess = functools.partial(preprocessing.build_char_dataset, vocab=vocab,
+                                           sequence_length=sequence_length)
+  else:
+    train_data, example_preprocess = client_data.from_arrays(windows(train_text)), None
   stats = plays_data.client_stats(train_text, test_text)
   return task_lib.Task(
-      name='shakespeare_plays', train_data=client_data.from_arrays(train),
+      name='shakespeare_plays', train_data=train_data, example_preprocess=example_preprocess,
       test_data=client_data.from_arrays(test), centralized_test_data=client_data.pool(test),
       model_fn=functools.partial(shakespeare_models.build_shakespeare_lstm,
                                  vocab_size=preprocessing.num_ids(vocab),

@@ -39,6 +39,11 @@ class Task:
     prediction_kind: How a prediction counts as correct; see `tff_lab.metrics.accuracy`.
     train_spec: Client-side preprocessing for training.
     eval_batch_size: Batch size for evaluation.
+    example_preprocess: Optional per-example preprocessing of the raw *training* client data
+      (e.g. tokenisation), applied in tf.data every time a client's dataset is built, i.e. every
+      round it is sampled. Tasks normally do this once when they are built and store the result
+      (`shakespeare_plays` does; `tokenize_each_round=True` selects this uncached path for
+      comparison, BUILD.md "Speed of data").
     description: One line shown in logs and summaries.
   """
 
@@ -53,6 +58,7 @@ class Task:
       default_factory=lambda: ClientSpec(num_epochs=1, batch_size=20))
   eval_batch_size: int = 128
   description: str = ''
+  example_preprocess: Optional[Callable[[tf.data.Dataset], tf.data.Dataset]] = None
 
   def __post_init__(self):
     if self.prediction_kind not in accuracy_lib.KINDS:
@@ -64,6 +70,9 @@ class Task:
 
   @property
   def element_spec(self):
+    if self.example_preprocess is not None:
+      return self.example_preprocess(
+          self.train_data.create_tf_dataset_for_client(self.train_data.client_ids[0])).element_spec
     return self.train_data.element_type_structure
 
   @property
@@ -84,6 +93,8 @@ class Task:
   def preprocess_train(self, dataset: tf.data.Dataset, seed: Optional[int] = None
                        ) -> tf.data.Dataset:
     """Applies the ClientSpec; `seed` fixes the shuffle order (a deterministic run needs one)."""
+    if self.example_preprocess is not None:
+      dataset = self.example_preprocess(dataset)
     spec = self.train_spec
     buffer = spec.shuffle_buffer_size or DEFAULT_SHUFFLE_BUFFER
     if buffer > 1:
