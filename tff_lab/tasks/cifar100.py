@@ -13,6 +13,7 @@ import functools
 import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.cifar100 import image_classification_preprocessing
 
+from tff_lab.data import cache
 from tff_lab.data import tff_datasets
 from tff_lab.models import resnet_gn
 from tff_lab.tasks import task as task_lib
@@ -47,7 +48,9 @@ def build_cifar100_task(crop_size: int = 24, distort_train_images: bool = True,
         tff_datasets.ONE_EXAMPLE_SPEC, crop_shape=crop_shape, distort_image=distort))
 
   train = train.preprocess(preprocess(distort_train_images))
-  test = test.preprocess(preprocess(False))
+  # The test crop is deterministic, so it is computed once per client (tff_lab.data.cache);
+  # training images are randomly distorted every round, so they are not cached.
+  test = cache.CachedClientData(test.preprocess(preprocess(False)))
   return task_lib.Task(
       name='cifar100', train_data=train, test_data=test,
       centralized_test_data=tff_datasets.pooled_arrays(test, centralized_test_size),

@@ -21,6 +21,7 @@ from tensorflow_federated.python.simulation.baselines.emnist import emnist_model
 from tensorflow_federated.python.simulation.baselines.emnist import emnist_preprocessing
 
 from tff_lab import models
+from tff_lab.data import cache
 from tff_lab.data import tff_datasets
 from tff_lab.tasks import task as task_lib
 
@@ -59,7 +60,8 @@ def build_emnist_task(only_digits: bool, model: str = 'cnn_dropout',
   # and seeded client shuffles would not be reproducible); ONE_EXAMPLE_SPEC shuffles nothing.
   preprocess = tff_datasets.per_example(emnist_preprocessing.create_preprocess_fn(
       tff_datasets.ONE_EXAMPLE_SPEC, debug_seed=0))
-  train, test = train.preprocess(preprocess), test.preprocess(preprocess)
+  # Preprocessed once per client, not every round it is sampled (tff_lab.data.cache).
+  train, test = (cache.CachedClientData(d.preprocess(preprocess)) for d in (train, test))
   name = 'emnist10' if only_digits else 'emnist62'
   return task_lib.Task(
       name=name, train_data=train, test_data=test,

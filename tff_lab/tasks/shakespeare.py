@@ -18,6 +18,7 @@ import functools
 import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_preprocessing
 
+from tff_lab.data import cache
 from tff_lab.data import tff_datasets
 from tff_lab.models import shakespeare as shakespeare_models
 from tff_lab.tasks import task as task_lib
@@ -46,7 +47,8 @@ def build_shakespeare_task(sequence_length: int = SEQUENCE_LENGTH,
   train, test = tff_datasets.load_shakespeare(data_dir, download)
   preprocess = tff_datasets.per_example(char_prediction_preprocessing.create_preprocess_fn(
       tff_datasets.ONE_EXAMPLE_SPEC, sequence_length))
-  train, test = train.preprocess(preprocess), test.preprocess(preprocess)
+  # Preprocessed once per client, not every round it is sampled (tff_lab.data.cache).
+  train, test = (cache.CachedClientData(d.preprocess(preprocess)) for d in (train, test))
   return task_lib.Task(
       name='shakespeare', train_data=train, test_data=test,
       centralized_test_data=tff_datasets.pooled_arrays(test, centralized_test_size),

@@ -30,6 +30,7 @@ from tensorflow_federated.python.simulation.baselines.stackoverflow import tag_p
 from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_models
 from tensorflow_federated.python.simulation.baselines.stackoverflow import word_prediction_preprocessing
 
+from tff_lab.data import cache
 from tff_lab.data import tff_datasets
 from tff_lab.tasks import task as task_lib
 
@@ -69,7 +70,8 @@ def build_stackoverflow_word_task(vocab_size: int = 1000,
   vocab = list(tff_datasets.load_stackoverflow_word_counts(vocab_size, data_dir, download))
   preprocess = tff_datasets.per_example(word_prediction_preprocessing.create_preprocess_fn(
       tff_datasets.ONE_EXAMPLE_SPEC, vocab, sequence_length, num_oov_buckets))
-  train, test = train.preprocess(preprocess), test.preprocess(preprocess)
+  # Preprocessed once per client, not every round it is sampled (tff_lab.data.cache).
+  train, test = (cache.CachedClientData(d.preprocess(preprocess)) for d in (train, test))
   special = word_prediction_preprocessing.get_special_tokens(len(vocab), num_oov_buckets)
   return task_lib.Task(
       name='stackoverflow_word', train_data=train, test_data=test,
@@ -111,7 +113,8 @@ def build_stackoverflow_tag_task(word_vocab_size: int = 1000,
   tag_vocab = list(tff_datasets.load_stackoverflow_tag_counts(data_dir, download))[:tag_vocab_size]
   preprocess = tff_datasets.per_example(tag_prediction_preprocessing.create_preprocess_fn(
       tff_datasets.ONE_EXAMPLE_SPEC, word_vocab, tag_vocab))
-  train, test = train.preprocess(preprocess), test.preprocess(preprocess)
+  # Preprocessed once per client, not every round it is sampled (tff_lab.data.cache).
+  train, test = (cache.CachedClientData(d.preprocess(preprocess)) for d in (train, test))
 
   def model_fn() -> tf.keras.Model:
     inputs = tf.keras.Input(shape=(len(word_vocab),))
