@@ -27,7 +27,6 @@ the round program is therefore built once in its own `tf.Graph` and run with a s
 """
 
 import collections
-import functools
 from typing import Any
 
 import numpy as np
@@ -118,16 +117,13 @@ class VectorizedRounds:
       self._x = tf.compat.v1.placeholder(spec['x'].dtype, [None, None] + spec['x'].shape.as_list())
       self._y = tf.compat.v1.placeholder(spec['y'].dtype, [None, None] + spec['y'].shape.as_list())
       self._mask = tf.compat.v1.placeholder(tf.float32, [None, None, None])
-    # The round program is unrolled over the local steps (measured faster than a tf.while_loop);
-    # one program per number of steps, built on first use.
-    self._build = functools.partial(self._build_round, model, loss, task.prediction_kind,
-                                    float(client_learning_rate), float(mu))
-    self._programs = {}
+      self._outputs = self._build_round(model, loss, task.prediction_kind,
+                                        float(client_learning_rate), float(mu))
     self._session = tf.compat.v1.Session(graph=self._graph)
 
-  def _build_round(self, model, loss_fn, kind, lr, mu, num_steps: int):
+  def _build_round(self, model, loss_fn, kind, lr, mu):
     w0, x, y, mask = self._w0, self._x, self._y, self._mask
-    num_clients = tf.shape(x)[0]
+    num_clients, num_steps = tf.shape(x)[0], tf.shape(x)[1]
 
     def client_step(args):
       w, xb, yb, mb = args
@@ -143,12 +139,15 @@ class VectorizedRounds:
       correct = tf.reduce_sum(accuracy_lib.correct_predictions(kind, yb, preds) * mb)
       return new_w, batch_loss * count, correct, step
 
-    w_final = [tf.repeat(w[None], num_clients, axis=0) for w in w0]
-    loss_sum = correct_sum = batches = tf.zeros([num_clients])
-    for s in range(num_steps):
-      w_final, loss_s, correct_s, step = tf.vectorized_map(
-          client_step, (w_final, x[:, s], y[:, s], mask[:, s]))
-      loss_sum, correct_sum, batches = loss_sum + loss_s, correct_sum + correct_s, batches + step
+    def body(s, w, loss_sum, correct_sum, batches):
+      new_w, loss_s, correct_s, step = tf.vectorized_map(
+          client_step, (w, x[:, s], y[:, s], mask[:, s]))
+      return s + 1, new_w, loss_sum + loss_s, correct_sum + correct_s, batches + step
+
+    zeros = tf.zeros([num_clients])
+    start = [tf.repeat(w[None], num_clients, axis=0) for w in w0]
+    _, w_final, loss_sum, correct_sum, batches = tf.while_loop(
+        lambda s, *_: s < num_steps, body, (0, start, zeros, zeros, zeros))
     num_examples = tf.reduce_sum(mask, axis=[1, 2])
     deltas = [w[None] - wf for w, wf in zip(w0, w_final)]
     finite = tf.reduce_all(tf.stack([
@@ -172,11 +171,7 @@ class VectorizedRounds:
     weights = state.global_model_weights
     feed = {**dict(zip(self._w0, weights.trainable)), self._x: packed['x'],
             self._y: packed['y'], self._mask: packed['example_mask']}
-    num_steps = packed['x'].shape[1]
-    if num_steps not in self._programs:
-      with self._graph.as_default():
-        self._programs[num_steps] = self._build(num_steps)
-    out = self._session.run(self._programs[num_steps], feed)
+    out = self._session.run(self._outputs, feed)
     # The server step, exactly as TFF's `build_apply_optimizer_finalizer`.
     as_tensors = lambda structure: tf.nest.map_structure(tf.convert_to_tensor, structure)
     optimizer_state, new_trainable = self._server_optimizer.next(
