@@ -238,3 +238,16 @@ LABELS = _balanced_labels(per_class=10)  # 100 examples.
 def test_invalid_arguments_raise(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_partition_labels_dispatches_to_each_partitioner():
+  labels = np.repeat(np.arange(10), 20)
+  for kind, direct in (
+      ('iid', partition.partition_iid(len(labels), 8, 3, min_size=2)),
+      ('dirichlet', partition.partition_dirichlet(labels, 8, 0.5, 3, min_size=2)),
+      ('shards', partition.partition_shards(labels, 8, 2, 3, min_size=2))):
+    got = partition.partition_labels(kind, labels, 8, 3, alpha=0.5, shards_per_client=2,
+                                     min_size=2)
+    assert all(np.array_equal(a, b) for a, b in zip(got, direct)), kind
+  with pytest.raises(ValueError, match="unknown partition 'zipf'"):
+    partition.partition_labels('zipf', labels, 8, 3)

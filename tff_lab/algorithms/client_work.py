@@ -56,14 +56,17 @@ def attack_spec(kind: str = 'none', scale: float = 1.0, seed: int = 0) -> tf.dat
 
 def _apply_attack(delta, attack):
   """Replaces an honest delta according to `attack` (see the module docstring)."""
+  scale = attack['scale']
+
+  def gaussian(d, i):  # drawn only in the Gaussian branch, not for every honest client
+    return tf.random.stateless_normal(tf.shape(d), seed=tf.stack([attack['seed'], i]),
+                                      dtype=d.dtype) * scale
+
   flat = tf.nest.flatten(delta)
-  noise = [tf.random.stateless_normal(tf.shape(d), seed=tf.stack([attack['seed'], i]),
-                                      dtype=d.dtype) * attack['scale']
-           for i, d in enumerate(flat)]
-  kind = attack['kind']
-  attacked = [tf.switch_case(kind, [lambda d=d: d, lambda d=d: -attack['scale'] * d,
-                                    lambda d=d: attack['scale'] * d, lambda n=n: n])
-              for d, n in zip(flat, noise)]
+  attacked = [tf.switch_case(attack['kind'], [lambda d=d: d, lambda d=d: -scale * d,
+                                              lambda d=d: scale * d,
+                                              lambda d=d, i=i: gaussian(d, i)])
+              for i, d in enumerate(flat)]
   return tf.nest.pack_sequence_as(delta, attacked)
 
 

@@ -319,6 +319,23 @@ def partition_natural(ids: np.ndarray,
   return keys[kept], _finalize([groups[k] for k in kept])
 
 
+def partition_labels(kind: str, labels: np.ndarray, num_clients: int, seed: int, *,
+                     alpha: float = 0.5, shards_per_client: int = 2,
+                     min_size: int = 1) -> list[np.ndarray]:
+  """The label-based partition named `kind` (`iid`, `dirichlet` or `shards`), for task builders.
+
+  Raises:
+    ValueError: For an unknown kind, or arguments the chosen partitioner refuses.
+  """
+  if kind == 'iid':
+    return partition_iid(len(labels), num_clients, seed, min_size=min_size)
+  if kind == 'dirichlet':
+    return partition_dirichlet(labels, num_clients, alpha, seed, min_size=min_size)
+  if kind == 'shards':
+    return partition_shards(labels, num_clients, shards_per_client, seed, min_size=min_size)
+  raise ValueError(f"unknown partition {kind!r}; choose one of ['iid', 'dirichlet', 'shards']")
+
+
 def label_histograms(labels: np.ndarray, partitions: Sequence[np.ndarray],
                      num_classes: int) -> np.ndarray:
   """Counts the examples of every class held by every client.

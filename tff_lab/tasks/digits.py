@@ -40,12 +40,9 @@ def build_digits_task(num_clients: int = 20, partition: str = 'dirichlet', alpha
   if model not in MODELS:
     raise ValueError(f'digits model must be one of {MODELS}, got {model!r}')
   x, y = digits_data.load_digits_arrays()
-  if partition == 'iid':
-    parts = partition_lib.partition_iid(len(y), num_clients, seed)
-  elif partition == 'dirichlet':
-    parts = partition_lib.partition_dirichlet(y, num_clients, alpha, seed, min_size=2)
-  else:
-    parts = partition_lib.partition_shards(y, num_clients, shards_per_client, seed)
+  # Every client needs one training and one test example.
+  parts = partition_lib.partition_labels(partition, y, num_clients, seed, alpha=alpha,
+                                         shards_per_client=shards_per_client, min_size=2)
   train, test = client_data.split_clients(x, y, parts, test_fraction, seed)
   if model == 'mlp':
     model_fn = functools.partial(models.build_2nn, input_shape=(8, 8, 1), num_classes=10)

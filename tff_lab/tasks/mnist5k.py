@@ -43,10 +43,8 @@ def build_mnist5k_task(num_clients: int = 100, partition: str = 'shards',
     raise ValueError(f'mnist5k model must be one of {MODELS}, got {model!r}')
   x, y = mnist5k_data.load_mnist5k_arrays()
   # Every client needs one training and one test example.
-  if partition == 'iid':
-    parts = partition_lib.partition_iid(len(y), num_clients, seed, min_size=2)
-  else:
-    parts = partition_lib.partition_shards(y, num_clients, shards_per_client, seed, min_size=2)
+  parts = partition_lib.partition_labels(partition, y, num_clients, seed,
+                                         shards_per_client=shards_per_client, min_size=2)
   train, test = client_data.split_clients(x, y, parts, test_fraction, seed)
   builder = models.build_2nn if model == '2nn' else models.build_cnn
   detail = 'IID' if partition == 'iid' else f'{shards_per_client} shards/client'

@@ -130,9 +130,8 @@ class ExperimentConfig:
   def validate(self) -> None:
     """Checks every setting that needs no data. Raises ConfigError naming the first problem."""
     try:
-      tasks_registry.task_options(self.task)
+      known = tasks_registry.task_options(self.task)  # raises for an unknown task
       algorithms_registry.check_algorithm(self.algorithm)
-      known = tasks_registry.task_options(self.task)
       unknown = sorted(set(self.task_options) - set(known))
       if unknown:
         raise ConfigError(f'task {self.task!r} has no option(s) {unknown}; its options are '
