@@ -6,7 +6,9 @@ Splits a round of the TFF path into:
   * per-client overhead (serialising each client's dataset into the call, dispatch, aggregation):
     a round whose clients hold 1 example each, i.e. almost no client work;
   * client work: the full round minus that overhead;
-and the vectorised path into packing the batches into tensors and running the one TF program.
+and the in-graph paths (`--simulation=fused` and `vectorized`) into packing the batches (from
+finished tf.data datasets, as before, and by example index, as the training loop now does) and
+running the one TF program plus the server step.
 
 Run from the repository root (heavy: run nothing else alongside):
 
@@ -25,7 +27,10 @@ import tff_lab  # pylint: disable=g-bad-import-order,unused-import
 
 from tff_lab import algorithms  # pylint: disable=g-import-not-at-top
 from tff_lab import runtime  # pylint: disable=g-import-not-at-top
+from tff_lab import faults  # pylint: disable=g-import-not-at-top
 from tff_lab.algorithms import vectorized  # pylint: disable=g-import-not-at-top
+from tff_lab.data import packing  # pylint: disable=g-import-not-at-top
+from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
 from tff_lab.training import loop  # pylint: disable=g-import-not-at-top
 
 sys.path.insert(0, 'benchmarks')
@@ -41,11 +46,17 @@ def _datasets(task, r):
           for i, c in enumerate(task.train_data.client_ids)]
 
 
+def _plans(task, r):
+  return [faults.ClientPlan(c, loop.client_shuffle_seed(0, r, i), task.train_spec)
+          for i, c in enumerate(task.train_data.client_ids)]
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   n = _CLIENTS.value
   rows = []
+  in_graph = {}
   try:
     for examples in (100, 1):
       task = scaling_memory.make_task(n, examples)
@@ -65,18 +76,24 @@ def main(argv):
         nxt.append(time.perf_counter() - t1)
       rows.append((examples, first, statistics.median(build), statistics.median(nxt)))
       if examples == 100:
-        runner = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0))
-        runner.next(state, _datasets(task, 0))
-        pack, run = [], []
-        for r in range(1, _ROUNDS.value + 1):
-          data = _datasets(task, r)
-          t0 = time.perf_counter()
-          vectorized.pack_client_datasets(data)
-          t1 = time.perf_counter()
-          runner.next(state, data)
-          pack.append(t1 - t0)
-          run.append(time.perf_counter() - t1 - (t1 - t0))  # next() packs again; subtract it
-        runner.close()
+        for path in ('fused', 'vectorized'):
+          runner = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),
+                                               client_loop=config_lib.CLIENT_LOOPS[path])
+          runner.next(state, _plans(task, 0))
+          times = {'datasets': [], 'by_index': [], 'program': []}
+          for r in range(1, _ROUNDS.value + 1):
+            t0 = time.perf_counter()
+            packing.pack_client_datasets(_datasets(task, r))
+            t1 = time.perf_counter()
+            runner.pack(_plans(task, r))
+            t2 = time.perf_counter()
+            runner.next(state, _plans(task, r))
+            t3 = time.perf_counter()
+            times['datasets'].append(t1 - t0)
+            times['by_index'].append(t2 - t1)
+            times['program'].append(t3 - t2 - (t2 - t1))  # next() packs again; subtract it
+          in_graph[path] = {k: statistics.median(v) for k, v in times.items()}
+          runner.close()
   finally:
     runtime.stop_all_workers()
   (_, first, build, full), (_, _, _, overhead) = rows
@@ -86,9 +103,11 @@ def main(argv):
   print(f'  process.next                          {full:8.3f} s')
   print(f'    per-client overhead (1-example run) {overhead:8.3f} s ({overhead / n * 1e3:.1f} ms/client)')
   print(f'    client work + aggregation (rest)    {full - overhead:8.3f} s')
-  print('vectorised path:')
-  print(f'  packing batches into tensors          {statistics.median(pack):8.3f} s')
-  print(f'  one TF program (all clients + server) {statistics.median(run):8.3f} s')
+  for path, t in in_graph.items():
+    print(f'--simulation={path}:')
+    print(f'  packing batches from datasets (old)   {t["datasets"]:8.3f} s')
+    print(f'  packing batches by index              {t["by_index"]:8.3f} s')
+    print(f'  TF program (all clients) + server step {t["program"]:7.3f} s')
 
 
 if __name__ == '__main__':

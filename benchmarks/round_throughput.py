@@ -6,12 +6,16 @@ the 2NN (784-200-200-10, `tff_lab.models.build_2nn`), `--clients` clients x
 labels 0..9, seeded with NumPy), batch `--batch_size`, 1 local epoch, client SGD with learning
 rate 0.1, server SGD with learning rate 1.0, every client in every round.
 
-Rows, all measured in this one process (the two TFF-runtime rows on the same tff_lab managed TFF
-worker, their rounds interleaved: round k of row 1, round k of row 2, round k+1 of row 1, ...):
+Rows, all measured in this one process, their rounds interleaved (round k of every row, then
+round k+1 of every row, ...; the two TFF-runtime rows on the same tff_lab managed TFF worker):
 
-  0. tff_lab vectorized: `tff_lab.algorithms.vectorized.VectorizedRounds` (`--simulation=vectorized`)
-     on the same datasets as row 1: every client's local SGD in one TF program; a round is timed
-     from building the datasets (including packing them into tensors) to the new state.
+  0. tff_lab fused: `tff_lab.algorithms.vectorized.VectorizedRounds` (`--simulation=fused`, the
+     library's fast path) on the same clients, seeds and batches as row 1 (the training loop's
+     `ClientPlan`s): every client's local SGD in one TF program, one client after another; the
+     batches are packed by example index (`tff_lab.data.packing`). A round is timed from the
+     plans (client ids and shuffle seeds) to the new state, packing included.
+  0b. tff_lab vectorized: the same with `--simulation=vectorized` (batched over clients with
+     `tf.vectorized_map`).
 
   1. tff_lab FedAvg: `tff_lab.algorithms.build_fedavg` on a `tff_lab.tasks.Task`, each round fed
      `task.preprocess_train(...)` datasets with `sample_clients`/`client_shuffle_seed` exactly as
@@ -25,8 +29,8 @@ worker, their rounds interleaved: round k of row 1, round k of row 2, round k+1 
 
 For the federated rows a round is timed from building the clients' datasets to `process.next`
 returning; `--warmup_rounds` rounds (including TFF tracing/compilation) are run first and not
-timed, then `--rounds` rounds are timed. For the centralised row one timed repetition is one
-epoch, after one untimed warm-up epoch. examples/s = examples per round / median round time.
+timed, then `--rounds` rounds are timed. For the centralised row a round is one epoch (its warm-up
+rounds include tracing). examples/s = examples per round / median round time.
 Each row's individual timed rounds are printed too: on a shared machine their spread tells how far
 the ratios can be trusted.
 
@@ -59,6 +63,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 from tff_lab import algorithms  # pylint: disable=g-import-not-at-top
+from tff_lab import faults  # pylint: disable=g-import-not-at-top
 from tff_lab import models  # pylint: disable=g-import-not-at-top
 from tff_lab import runtime  # pylint: disable=g-import-not-at-top
 from tff_lab.algorithms import vectorized  # pylint: disable=g-import-not-at-top
@@ -161,6 +166,20 @@ def bench_tff_lab(task: task_lib.Task, seed: int):
   return process, make_datasets
 
 
+def make_plans(task: task_lib.Task, seed: int):
+  """The in-graph rows' inputs: row 1's clients and shuffle seeds, as the loop plans them."""
+  client_ids = list(task.train_data.client_ids)
+  no_faults = faults.FaultConfig()
+
+  def plans(round_num):
+    sampled = sample_clients(client_ids, len(client_ids), seed, round_num)
+    return faults.plan_client_inputs(
+        task, sampled, faults.assign_roles(sampled, no_faults, seed, round_num), no_faults,
+        seed, round_num, lambda position: client_shuffle_seed(seed, round_num, position))
+
+  return plans
+
+
 def bench_vanilla_tff(train_data, batch_size: int):
   """Row 2: TFF's tutorial recipe, on the same managed runtime."""
   client_ids = list(train_data.client_ids)
@@ -188,8 +207,8 @@ def bench_vanilla_tff(train_data, batch_size: int):
   return process, make_datasets
 
 
-def bench_centralized(arrays, batch_size: int, rounds: int, seed: int) -> list[float]:
-  """Row 3: one epoch over the pooled examples per repetition, in one tf.function."""
+def bench_centralized(arrays, batch_size: int, seed: int):
+  """Row 3: one epoch over the pooled examples per round, in one tf.function."""
   x, y = client_data.pool(arrays)
   tf.keras.utils.set_random_seed(seed)
   model = models.build_2nn((INPUT_DIM,), NUM_CLASSES)
@@ -209,13 +228,12 @@ def bench_centralized(arrays, batch_size: int, rounds: int, seed: int) -> list[f
       optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return loss
 
-  train_epoch(dataset).numpy()  # trace, build the optimizer, warm up
-  seconds = []
-  for _ in range(rounds):
-    t0 = time.perf_counter()
-    train_epoch(dataset).numpy()
-    seconds.append(time.perf_counter() - t0)
-  return seconds
+  def next_fn(unused_state, ds):
+    train_epoch(ds).numpy()  # the first call traces and builds the optimizer (a warm-up round)
+    return types.SimpleNamespace(state=None, metrics={'client_work': {'train': {
+        'num_examples': len(y)}}})
+
+  return types.SimpleNamespace(initialize=lambda: None, next=next_fn), lambda unused: dataset
 
 
 def main(argv):
@@ -238,22 +256,24 @@ def main(argv):
   try:
     runtime.set_local_context()
     tff_lab_row = bench_tff_lab(task, _SEED.value)
-    # The vectorised path trains the same clients on the same batches with the same mathematics
-    # (tests/algorithms/test_vectorized.py); it does not use the TFF worker, so it is timed alone.
-    runner = vectorized.VectorizedRounds(task, CLIENT_LR,
-                                         algorithms.create_optimizer('sgd', SERVER_LR))
-    vectorized_row = (types.SimpleNamespace(initialize=tff_lab_row[0].initialize,
-                                            next=runner.next), tff_lab_row[1])
-    timings = time_interleaved(collections.OrderedDict([
-        ('tff_lab vectorized', vectorized_row)]), _WARMUP_ROUNDS.value, _ROUNDS.value, examples)
-    timings.update(time_interleaved(collections.OrderedDict([
-        ('tff_lab FedAvg', tff_lab_row),
-        ('vanilla TFF', bench_vanilla_tff(task.train_data, _BATCH_SIZE.value)),
-    ]), _WARMUP_ROUNDS.value, _ROUNDS.value, examples))
+    # The in-graph paths train the same clients on the same batches with the same mathematics
+    # (tests/algorithms/test_vectorized.py).
+    in_graph_rows = collections.OrderedDict()
+    for name, client_loop in (('tff_lab fused', 'sequential'),
+                              ('tff_lab vectorized', 'vectorized_map')):
+      runner = vectorized.VectorizedRounds(task, CLIENT_LR,
+                                           algorithms.create_optimizer('sgd', SERVER_LR),
+                                           client_loop=client_loop)
+      in_graph_rows[name] = (types.SimpleNamespace(initialize=tff_lab_row[0].initialize,
+                                                   next=runner.next), make_plans(task, _SEED.value))
+    # Every row's round k runs before any row's round k+1, so load drift is shared by all rows.
+    rows = in_graph_rows
+    rows['tff_lab FedAvg'] = tff_lab_row
+    rows['vanilla TFF'] = bench_vanilla_tff(task.train_data, _BATCH_SIZE.value)
+    rows['centralised Keras'] = bench_centralized(arrays, _BATCH_SIZE.value, _SEED.value)
+    timings = time_interleaved(rows, _WARMUP_ROUNDS.value, _ROUNDS.value, examples)
   finally:
     runtime.stop_all_workers()
-  timings['centralised Keras'] = bench_centralized(
-      arrays, _BATCH_SIZE.value, _ROUNDS.value, _SEED.value)
 
   median = {name: statistics.median(s) for name, s in timings.items()}
   rate = {name: examples / m for name, m in median.items()}
@@ -271,7 +291,7 @@ def main(argv):
     print(f'{name:<20s} {median[name]:>15.3f} {rate[name]:>12.0f} {rate[name] / vanilla:>14.2f}x '
           f'{rate[name] / central:>14.3f}x')
   print()
-  best = 'tff_lab vectorized'
+  best = 'tff_lab fused'
   print(json.dumps({
       'workload': WORKLOAD,
       'tff_lab_path': best,
@@ -279,6 +299,7 @@ def main(argv):
       'ratio_vs_centralized': round(rate[best] / central, 4),
       'ratio_vs_vanilla_tff_tff_path': round(rate['tff_lab FedAvg'] / vanilla, 4),
       'examples_per_second': {
+          'tff_lab_fused': round(rate['tff_lab fused'], 1),
           'tff_lab_vectorized': round(rate['tff_lab vectorized'], 1),
           'tff_lab_fedavg': round(rate['tff_lab FedAvg'], 1),
           'vanilla_tff': round(vanilla, 1),

@@ -2,14 +2,16 @@ r"""Round time against clients per round, and memory over a long run.
 
 Two measurements from one run (a script, not a test):
 
-1. Scaling: median round time at 10, 100 and 1,000 clients per round (`--clients_per_round`),
-   for the TFF path and the vectorised path (`--simulation=vectorized`), on the 2NN with
+1. Scaling: median round time at 10, 100 and 1,000 clients per round (`--sizes`), for the TFF
+   path, the fused path (`--simulation=fused`) and the vectorised path
+   (`--simulation=vectorized`), on the 2NN with
    `--examples_per_client` random MNIST-shaped examples per client, batch 20, 1 epoch. Prints the
    time per client relative to the smallest size: growth no faster than linear means the ratio
    stays at or below ~1.
 2. Memory: resident memory (this process plus its TFF worker_binary) after round 20 and after
-   round `--long_rounds` (default 300) of one run of tff_lab's training loop on a small workload,
-   and the growth between them.
+   round `--long_rounds` (default 300) of one run of tff_lab's training loop on a small workload
+   (digits, 2NN, 10 clients per round, evaluation and checkpoints every 10 rounds), and the
+   growth between them, for each of `--memory_simulations`.
 
 Run from the repository root:
 
@@ -32,6 +34,7 @@ import psutil
 import tff_lab  # pylint: disable=g-bad-import-order  # first: installs the managed TFF runtime
 
 from tff_lab import algorithms  # pylint: disable=g-import-not-at-top
+from tff_lab import faults  # pylint: disable=g-import-not-at-top
 from tff_lab import models  # pylint: disable=g-import-not-at-top
 from tff_lab import runtime  # pylint: disable=g-import-not-at-top
 from tff_lab.algorithms import vectorized  # pylint: disable=g-import-not-at-top
@@ -46,6 +49,9 @@ _SIZES = flags.DEFINE_list('sizes', ['10', '100', '1000'], 'Clients per round to
 _EXAMPLES = flags.DEFINE_integer('examples_per_client', 100, 'Examples per client.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Timed rounds per size (after 1 warm-up round).')
 _LONG_ROUNDS = flags.DEFINE_integer('long_rounds', 300, 'Rounds of the memory run.')
+_PATHS = flags.DEFINE_list('paths', ['tff', 'fused', 'vectorized'], 'Paths the scaling part times.')
+_MEMORY_SIMULATIONS = flags.DEFINE_list('memory_simulations', ['tff', 'fused'],
+                                        '--simulation values of the memory runs.')
 
 
 def make_task(num_clients: int, examples: int) -> task_lib.Task:
@@ -61,15 +67,16 @@ def make_task(num_clients: int, examples: int) -> task_lib.Task:
       train_spec=task_lib.ClientSpec(num_epochs=1, batch_size=20, shuffle_buffer_size=examples))
 
 
-def time_rounds(runner, state, task, rounds: int) -> list[float]:
+def time_rounds(runner, state, task, rounds: int, in_graph: bool) -> list[float]:
+  """Round times, from the clients' plans to the new state (datasets built for the TFF path)."""
   ids = list(task.train_data.client_ids)
   seconds = []
   for r in range(rounds + 1):
     t0 = time.perf_counter()
-    datasets = [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c),
-                                      seed=loop.client_shuffle_seed(0, r, i))
-                for i, c in enumerate(ids)]
-    state = runner.next(state, datasets).state
+    plans = [faults.ClientPlan(c, loop.client_shuffle_seed(0, r, i), task.train_spec)
+             for i, c in enumerate(ids)]
+    inputs = plans if in_graph else faults.materialize_client_inputs(task, plans, 10)
+    state = runner.next(state, inputs).state
     if r:  # round 0 is the warm-up (tracing)
       seconds.append(time.perf_counter() - t0)
   return seconds
@@ -88,23 +95,29 @@ def scaling(sizes: list[int]) -> None:
     task = make_task(n, _EXAMPLES.value)
     runtime.set_local_context()
     process = algorithms.build_fedavg(task, algorithms.create_optimizer('sgd', 0.1))
-    runner = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0))
-    for path, impl in (('tff', process), ('vectorized', runner)):
-      median = statistics.median(time_rounds(impl, process.initialize(), task, _ROUNDS.value))
+    for path in _PATHS.value:
+      if path == 'tff':
+        impl = process
+      else:
+        impl = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),
+                                           client_loop=config_lib.CLIENT_LOOPS[path])
+      median = statistics.median(time_rounds(impl, process.initialize(), task, _ROUNDS.value,
+                                             in_graph=path != 'tff'))
+      if impl is not process:
+        impl.close()
       per_client = median / n
       base.setdefault(path, per_client)
       print(f'{n:>13d}  {path:<10s}  {median:>14.3f}  {per_client:>12.5f}  '
             f'{per_client / base[path]:>22.2f}', flush=True)
-    runner.close()
 
 
-def memory(rounds: int) -> None:
+def memory(rounds: int, simulation: str) -> None:
   marks = {20: None, rounds: None}
   with tempfile.TemporaryDirectory() as root:
     config = config_lib.ExperimentConfig(
         task='digits', task_options={'model': 'mlp'}, rounds=rounds, clients_per_round=10,
         eval_every=10, checkpoint_every=10, root_output_dir=root, experiment_name='mem',
-        progress=False)
+        progress=False, simulation=simulation)
     original = loop.checkpoint.save_checkpoint
 
     def save_and_measure(directory, round_num, state, keep=3):
@@ -118,7 +131,8 @@ def memory(rounds: int) -> None:
     finally:
       loop.checkpoint.save_checkpoint = original
   growth = (marks[rounds] - marks[20]) / marks[20]
-  print(f'resident memory (python + worker): round 20 {marks[20]:.0f} MB, round {rounds} '
+  print(f'--simulation={simulation}: resident memory (python + worker): round 20 '
+        f'{marks[20]:.0f} MB, round {rounds} '
         f'{marks[rounds]:.0f} MB, growth {100 * growth:+.1f}%')
 
 
@@ -127,7 +141,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     scaling([int(s) for s in _SIZES.value])
-    memory(_LONG_ROUNDS.value)
+    for simulation in _MEMORY_SIMULATIONS.value:
+      memory(_LONG_ROUNDS.value, simulation)
   finally:
     runtime.stop_all_workers()
 

@@ -77,6 +77,19 @@ def run_cli(monkeypatch, capsys, tmp_path):
     (['--simulation=vectorized', '--aggregator=median'], 'default mean aggregation only'),
     (['--simulation=vectorized', '--client_optimizer=adam'], 'client_optimizer=sgd only'),
     (['--simulation=vectorized', '--algorithm=fedsgd'], 'not fedsgd'),
+    (['--simulation=fused', '--aggregator=median'], '--simulation=fused supports the default mean'),
+    (['--simulation=fused', '--byzantine_fraction=0.2'], 'does not simulate update attacks'),
+    (['--simulation=fused', '--workers=127.0.0.1:8000'], '--simulation=fused does not use --workers'),
+    (['--simulation=vectorized', '--secure_aggregation'],
+     '--secure_aggregation cannot be combined with --simulation=vectorized'),
+    (['--secure_aggregation', '--dropout_fraction=0.5'],
+     'fewer than the secure aggregation threshold secagg_threshold=6'),
+    (['--secure_aggregation', '--adaptive_clip'], 'cannot be combined with adaptive_clip'),
+    (['--secure_aggregation', '--dp=adaptive', '--noise_multiplier=0.1'],
+     "cannot be combined with dp='adaptive'"),
+    (['--secure_aggregation', '--compression=quantize'], 'cannot be combined with compression'),
+    (['--secure_aggregation', '--secagg_threshold=11'], 'secagg_threshold must be an integer'),
+    (['--secagg_threshold=3'], 'only applies with secure_aggregation'),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_cli, argv, message):
   code, err = run_cli(*argv)
@@ -115,6 +128,28 @@ def test_binary_exit_code_and_single_line():
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: unknown task 'nope'; choose one of ["), lines
+
+
+def test_secure_aggregation_end_to_end(tmp_path):
+  result = subprocess.run(
+      [sys.executable, BINARY, '--task=digits', '--digits_model=mlp', '--secure_aggregation',
+       '--rounds=2', '--clients_per_round=4', '--dropout_fraction=0.25', '--eval_every=0',
+       '--seed=3', f'--root_output_dir={tmp_path}', '--experiment_name=sa', '--noprogress'],
+      capture_output=True, text=True, timeout=600, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = _rows(tmp_path / 'sa' / 'metrics.csv')
+  assert [r['round'] for r in rows] == ['1', '2']
+  for row in rows:  # the protocol ran: 4 clients started, 1 dropped and its masks were recovered
+    assert row['aggregator/secagg/clients_started'] == '4'
+    assert row['aggregator/secagg/recovered_masks'] == row['faults/dropped'] == '1'
+    assert row['aggregator/secagg/masked_vectors_held'] == row['aggregator/num_clients'] == '3'
+    assert row['aggregator/secagg/threshold'] == '3'
+    assert float(row['aggregator/secagg/client_seconds']) > 0
+    assert float(row['aggregator/secagg/server_seconds']) > 0
+    assert float(row['upload_bytes_per_client']) > 0.75 * float(
+        row['float32_upload_bytes_per_client'])  # 3 of 4 clients send a 32-bit vector
+    assert 0 < float(row['compression_ratio']) < 1
+    assert float(row['download_bytes_per_client']) > 0
 
 
 def _cmd(root, name):

@@ -64,9 +64,11 @@ _STRAGGLER_FRACTION = flags.DEFINE_float('straggler_fraction', 0.0,
 _DP_DELTA = flags.DEFINE_float('dp_delta', None,
                                 'δ of the ε reported each round with --dp (default: population^-1.1).')
 _SIMULATION = flags.DEFINE_string('simulation', 'tff',
-                                  'tff: rounds through TFF\'s runtime; vectorized: all sampled '
-                                  'clients\' local SGD in one TF program (same results, faster; '
-                                  'sgd clients, mean aggregation).')
+                                  'tff: rounds through TFF\'s runtime; fused: all sampled '
+                                  'clients\' local SGD in one TF program, one client after '
+                                  'another (same results, fastest on CPU); vectorized: the same, '
+                                  'batched over clients with tf.vectorized_map (sgd clients, '
+                                  'mean aggregation).')
 _WORKERS = flags.DEFINE_list('workers', [], 'TFF workers host:port,... started with '
                              'tff-lab-worker; empty: one managed local worker.')
 _WORKER_TIMEOUT = flags.DEFINE_float('worker_timeout', 30.0,

@@ -48,6 +48,18 @@ BAD = [
     (dict(DP, compression='random_mask'), 'compression'),
     (dict(secure_aggregation=True, aggregator='krum'), 'secure_aggregation'),
     (dict(secure_aggregation=True, compression='topk'), 'secure_aggregation'),
+    (dict(secure_aggregation=True, dp='adaptive', noise_multiplier=0.1), "dp='adaptive'"),
+    (dict(secure_aggregation=True, adaptive_clip=True), 'adaptive_clip'),
+    (dict(secure_aggregation=True, clients_per_round=1), 'clients_per_round >= 2'),
+    (dict(secure_aggregation=True, secagg_threshold=1), 'secagg_threshold'),
+    (dict(secure_aggregation=True, secagg_threshold=11), 'secagg_threshold'),
+    (dict(secure_aggregation=True, secagg_threshold=2.5), 'secagg_threshold'),
+    (dict(secure_aggregation=True, num_dropped=5), 'dropout_fraction leaves 5 of 10'),
+    (dict(secure_aggregation=True, secagg_threshold=8, num_dropped=3), 'secagg_threshold=8'),
+    (dict(secure_aggregation=True, secagg_range=0.0), 'secagg_range'),
+    (dict(secure_aggregation=True, secagg_range=float('nan')), 'secagg_range'),
+    (dict(secagg_threshold=3), 'only applies with secure_aggregation'),
+    (dict(secagg_range=10.0), 'only applies with secure_aggregation'),
     (dict(rotation=True), 'rotation'),
     (dict(aggregator='geometric_median', compression='topk'), 'geometric_median'),
 ]
@@ -73,16 +85,31 @@ def test_unknown_setting_is_a_type_error():
     dict(aggregator='krum', krum_f=2, multi_krum_m=3, clients_per_round=10, num_dropped=3),
     dict(compression='quantize', bits=1, rotation=True), dict(compression='quantize', bits=16),
     dict(clip_norm=0.1, adaptive_clip=True, clip_quantile=0.5), dict(adaptive_clip=True),
+    dict(secure_aggregation=True, clip_norm=0.5), dict(secure_aggregation=True, **DP),
+    dict(secure_aggregation=True, num_dropped=4),  # 6 of 10 report: the majority threshold
+    dict(secure_aggregation=True, secagg_threshold=2, num_dropped=8, secagg_range=1e3),
+    dict(secure_aggregation=True, clients_per_round=2),
 ])
 def test_sensible_settings_pass(settings):
   stack.validate_aggregation_settings(**settings)
 
 
-@pytest.mark.parametrize('name,setting', [('dp', DP), ('secure', dict(secure_aggregation=True))])
-def test_a_missing_extension_module_is_a_clear_error(monkeypatch, name, setting):
-  monkeypatch.setitem(sys.modules, f'tff_lab.aggregators.{name}', None)  # import fails
-  with pytest.raises(ValueError, match=f'needs tff_lab.aggregators.{name}'):
-    stack.validate_aggregation_settings(**setting)
+def test_a_missing_extension_module_is_a_clear_error(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'tff_lab.aggregators.dp', None)  # import fails
+  with pytest.raises(ValueError, match='needs tff_lab.aggregators.dp'):
+    stack.validate_aggregation_settings(**DP)
+
+
+def test_secure_aggregation_is_not_a_factory_and_its_reference_is_the_plain_stack():
+  settings = dict(secure_aggregation=True, secagg_threshold=3, clip_norm=0.5,
+                  clients_per_round=4)
+  stack.validate_aggregation_settings(**settings)
+  with pytest.raises(ValueError, match='secure_rounds.SecureAggregationRounds') as error:
+    stack.create_aggregator(**settings)
+  assert '\n' not in str(error.value)
+  assert stack.without_secure_aggregation(settings) == dict(clip_norm=0.5, clients_per_round=4)
+  assert isinstance(stack.create_aggregator(**stack.without_secure_aggregation(settings)),
+                    tff.aggregators.WeightedAggregationFactory)
 
 
 @pytest.mark.parametrize('settings', [
@@ -107,17 +134,6 @@ def test_dp_with_topk_compression_composes():
   # The clipped records go through the compressed sum: 2 of 8 coordinates, values and indices.
   assert out.measurements['dp']['upload_bytes_per_client'] == 2 * (4 + 4)
   assert out.measurements['dp']['compression_ratio'] == pytest.approx(2.0)
-
-
-def test_secure_sum_sits_inside_the_clipped_mean():
-  pytest.importorskip('tff_lab.aggregators.secure')
-  factory = stack.create_aggregator(secure_aggregation=True, clip_norm=0.5, clients_per_round=3)
-  process = factory.create(tff.TensorType(np.float32, [2]), tff.TensorType(np.float32))
-  clients = [np.array([0.3, 0.4], np.float32) * i for i in (1, 2, 3)]  # norms 0.5, 1, 1.5
-  out = process.next(process.initialize(), clients, [1., 1., 2.])
-  np.testing.assert_allclose(out.result, [0.3, 0.4], atol=1e-4)  # all clipped to norm 0.5
-  assert out.measurements['clipped_count'] == 2
-  assert out.measurements['clipping']['mean_value']['num_clients'] == 3
 
 
 def _run_rounds(algorithm, rounds=2, **settings):

@@ -1,4 +1,5 @@
-"""The vectorised simulation gives the TFF path's states to float32 round-off."""
+"""The in-graph simulation paths (fused and vectorized) give the TFF path's states to float32
+round-off."""
 
 import numpy as np
 import pytest
@@ -11,33 +12,36 @@ from tff_lab.algorithms import vectorized
 from tff_lab.training import loop
 
 
+@pytest.mark.parametrize('client_loop', vectorized.CLIENT_LOOPS)
 @pytest.mark.parametrize('name, mu, server', [
     ('fedavg', 0.0, ('sgd', 1.0)),
     ('fedprox', 0.5, ('adam', 0.01)),
     ('fedavg_unweighted', 0.0, ('sgdm', 0.5)),
 ])
-def test_rounds_match_tff_path(name, mu, server):
-  # Uneven clients (Dirichlet sizes), short last batches, two epochs, and stragglers with fewer
-  # steps: everything the padding and masks must get right.
+def test_rounds_match_tff_path(name, mu, server, client_loop):
+  # Uneven clients (Dirichlet sizes), short last batches, two epochs, stragglers with fewer
+  # steps and label-flipping attackers: everything the padding, masks and packing must get right.
+  tf.random.set_seed(0)
   task = tasks.create_task('digits', {'model': 'mlp', 'num_clients': 12, 'seed': 1})
   task = task.with_train_spec(batch_size=16, num_epochs=2)
   server_opt = algorithms.create_optimizer(*server)
   process = algorithms.create_learning_process(
       name, task, algorithms.create_optimizer('sgd', 0.05), server_opt, mu=mu)
   rounds = vectorized.VectorizedRounds(task, 0.05, server_opt, mu=mu,
-                                       weighted=name != 'fedavg_unweighted')
-  fault_config = faults.FaultConfig(straggler_fraction=0.3, dropout_fraction=0.1)
+                                       weighted=name != 'fedavg_unweighted',
+                                       client_loop=client_loop)
+  fault_config = faults.FaultConfig(straggler_fraction=0.3, dropout_fraction=0.1,
+                                    byzantine_fraction=0.2, attack='label_flip')
   state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, 0))
   tff_state, vec_state = state, state
   for r in range(1, 4):
     sampled = loop.sample_clients(task.train_data.client_ids, 8, 0, r)
     roles = faults.assign_roles(sampled, fault_config, 0, r)
-
-    def inputs():
-      return faults.build_client_inputs(task, sampled, roles, fault_config, 0, r, 10,
-                                        lambda p: loop.client_shuffle_seed(0, r, p))
-
-    tff_out, vec_out = process.next(tff_state, inputs()), rounds.next(vec_state, inputs())
+    plans = faults.plan_client_inputs(task, sampled, roles, fault_config, 0, r,
+                                      lambda p: loop.client_shuffle_seed(0, r, p))
+    # The TFF path trains on datasets; the in-graph path packs the same plans by index.
+    tff_out = process.next(tff_state, faults.materialize_client_inputs(task, plans, 10))
+    vec_out = rounds.next(vec_state, plans)
     tff_state, vec_state = tff_out.state, vec_out.state
     a, b = tff_out.metrics['client_work']['train'], vec_out.metrics['client_work']['train']
     assert a['num_examples'] == b['num_examples'] and a['num_batches'] == b['num_batches']
@@ -46,19 +50,47 @@ def test_rounds_match_tff_path(name, mu, server):
   for x, y in zip(tf.nest.flatten(tff_state), tf.nest.flatten(vec_state)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
   assert type(tff_state.finalizer) is type(vec_state.finalizer)
+  rounds.close()
 
 
-def test_pack_pads_and_masks():
-  task = tasks.create_task('seed_linear', {'num_clients': 2, 'examples_per_client': 12})
+def test_datasets_and_plans_give_the_same_round():
+  tf.random.set_seed(0)
+  task = tasks.create_task('digits', {'model': 'mlp', 'num_clients': 6, 'seed': 2})
+  process = algorithms.create_learning_process(
+      'fedavg', task, algorithms.create_optimizer('sgd', 0.1),
+      algorithms.create_optimizer('sgd', 1.0))
+  rounds = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0))
+  state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, 0))
+  sampled = loop.sample_clients(task.train_data.client_ids, 4, 0, 1)
+  plans = faults.plan_client_inputs(task, sampled, faults.assign_roles(
+      sampled, faults.FaultConfig(), 0, 1), faults.FaultConfig(), 0, 1, lambda p: 100 + p)
+  by_plan = rounds.next(state, plans).state.global_model_weights.trainable
+  by_dataset = rounds.next(state, faults.materialize_client_inputs(task, plans, 10)
+                           ).state.global_model_weights.trainable
+  for a, b in zip(by_plan, by_dataset):
+    np.testing.assert_array_equal(a, b)
+  rounds.close()
+
+
+def test_sequential_loop_on_very_uneven_clients():
+  # A one-example client next to a large one: it takes its one step (the sequential loop skips
+  # its padding steps rather than masking them) and the round equals the TFF path's.
+  task = tasks.create_task('seed_linear', {'num_clients': 2, 'examples_per_client': 40})
   task = task.with_train_spec(batch_size=4, shuffle_buffer_size=1)
+  rounds = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),
+                                       weighted=False)
+  process = algorithms.create_learning_process(
+      'fedavg_unweighted', task, algorithms.create_optimizer('sgd', 0.1),
+      algorithms.create_optimizer('sgd', 1.0))
+  state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, 0))
   a = task.preprocess_train(task.train_data.create_tf_dataset_for_client('client_0'))
-  b = task.preprocess_train(task.train_data.create_tf_dataset_for_client('client_1').take(5))
-  packed = vectorized.pack_client_datasets([a, b])
-  assert packed['x'].shape[:3] == (2, 3, 4)
-  np.testing.assert_array_equal(packed['example_mask'].sum(axis=(1, 2)), [len(list(a.unbatch())),
-                                                                          5])
-  np.testing.assert_array_equal(packed['example_mask'][1], [[1, 1, 1, 1], [1, 0, 0, 0],
-                                                            [0, 0, 0, 0]])
+  b = task.preprocess_train(task.train_data.create_tf_dataset_for_client('client_1').take(1))
+  out = rounds.next(state, [a, b])
+  assert out.metrics['client_work']['train']['num_batches'] == len(list(a)) + 1
+  expected = process.next(state, [a, b]).state.global_model_weights.trainable
+  for x, y in zip(out.state.global_model_weights.trainable, expected):
+    np.testing.assert_allclose(x, y, atol=1e-6)
+  rounds.close()
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -72,3 +104,12 @@ def test_pack_pads_and_masks():
 def test_unsupported_settings(kwargs, match):
   with pytest.raises(ValueError, match=match):
     vectorized.check_supported(**kwargs)
+  with pytest.raises(ValueError, match='--simulation=fused '):
+    vectorized.check_supported(**kwargs, simulation='fused')
+
+
+def test_unknown_client_loop():
+  task = tasks.create_task('seed_linear')
+  with pytest.raises(ValueError, match='client_loop must be one of'):
+    vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),
+                                client_loop='threads')

@@ -135,15 +135,6 @@ def test_counted_bytes_equal_closed_form():
   assert max(result.cost.upload_bytes.values()) > masked_message  # keys and shares cost extra
 
 
-def test_benchmark_reports_cost_per_client():
-  cost = secagg.benchmark_protocol(5, 1000, num_dropped=1)
-  upload, download = secagg.expected_bytes(5, 5, 4, 4, 1000, 32)
-  assert cost['upload_bytes_per_client'] == upload / 5
-  assert cost['download_bytes_per_client'] == download / 5
-  assert cost['plain_float32_upload_bytes_per_client'] == 4000
-  assert cost['client_seconds'] > 0 and cost['server_seconds'] > 0
-
-
 @pytest.mark.parametrize('kwargs,match', [
     (dict(threshold=1), 'threshold'),
     (dict(threshold=6), 'threshold'),

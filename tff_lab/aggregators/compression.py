@@ -36,7 +36,7 @@ Each round reports `num_clients` and, from the TFF type of the message actually 
 shapes, so every client's message has exactly this size), `upload_bytes_per_client`,
 `download_bytes_per_client` (the float32 model broadcast, 4·d bytes: tff_lab's models have only
 trainable weights), `float32_upload_bytes_per_client` (4·d) and `compression_ratio` (4·d /
-upload_bytes_per_client); the names secure.py uses too.
+upload_bytes_per_client); the names the secure aggregation rounds use too.
 """
 
 import collections

@@ -6,9 +6,10 @@ ICLR 2018 (arXiv:1710.06963), with a fixed clip; Andrew, Thakkar, McMahan, Ramas
 the clip adapted to a quantile of the client update norms.
 
 Each round every client's update is clipped to global L2 norm C, the clipped updates are summed
-(by `record_aggregation_factory`: a plain sum, or compression / secure sum below it), the server
+(by `record_aggregation_factory`: a plain sum, or compression below it), the server
 adds N(0, (zC)² I) and divides by `clients_per_round` (a fixed denominator: McMahan et al.'s f̃_f
-with unit weights). The mean thus carries noise of std zC/m per coordinate. Adaptive clipping
+with unit weights). With `--secure_aggregation` the same clip, noise and denominator are applied
+around the masking protocol by `tff_lab.algorithms.secure_rounds` (dp='fixed' only). The mean thus carries noise of std zC/m per coordinate. Adaptive clipping
 updates C ← C·exp(−η(b̃ − γ)) after each round, b̃ being the noised fraction of clients that were
 not clipped; z is then the *total* noise multiplier, split between the update noise
 z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2) and the noise σ_b (default 0.05·m) on the unclipped count.
@@ -131,7 +132,7 @@ def create_dp_factory(
     clip_learning_rate: η of the geometric clip update (adaptive).
     clipped_count_stddev: σ_b, the noise std on the unclipped count (adaptive; default 0.05·m).
     record_aggregation_factory: An unweighted factory that *sums* the clipped records (e.g. a
-      secure sum); TFF's plain `SumFactory` by default. It must not increase their L2 norm.
+      compressed sum); TFF's plain `SumFactory` by default. It must not increase their L2 norm.
     weighted: Return a weighted factory that ignores the weights (for weighted-only processes).
 
   Raises:

@@ -1,7 +1,8 @@
 """The aggregator stack: clipping, then DP or a robust rule, then compression, then secure sum.
 
 `create_aggregator(**settings)` composes `tff.aggregators` factories in this fixed order (outermost
-first, which is also the order in which each client's update is processed):
+first, which is also the order in which each client's update is processed); secure aggregation
+keeps its place in the order but is not a factory (4. below):
 
   1. **Clipping** (norm bounding) with TFF's `clipping_factory`: a fixed `clip_norm`, or with
      `adaptive_clip` a norm that tracks the `clip_quantile` quantile of the update norms (TFF's
@@ -15,8 +16,14 @@ first, which is also the order in which each client's update is processed):
      `tff.aggregators.as_weighted_aggregator`, which ignores the weights.
   3. **Compression**: a `CompressedSumFactory` as the sum inside the mean or DP, or the codec of a
      gathered robust rule (compression.py).
-  4. **Secure sum**: `tff_lab.aggregators.secure.create_secure_factory` as the sum inside the mean
-     or DP.
+  4. **Secure sum**: the masking protocol of Bonawitz et al. 2017 (`tff_lab.privacy.secagg`) cannot
+     run inside a TFF computation (no Python, no X25519 or AES in TFF's C++ worker; see
+     `tff_lab.algorithms.secure_rounds`), so `--secure_aggregation` is a round runner,
+     `secure_rounds.SecureAggregationRounds`: clients clip (fixed `clip_norm`, or DP's clip) in
+     TFF, the protocol sums their encoded updates in Python, the server decodes the sum and, with
+     `dp='fixed'`, adds the noise. `create_aggregator` refuses `secure_aggregation=True`, so no
+     factory claims a secure sum it does not compute; the runner shares the state of the
+     process built with `without_secure_aggregation(settings)`.
 
 `validate_aggregation_settings(**settings)` refuses out-of-range values and combinations that make
 no sense, before any tracing, with one-line `ValueError`s naming the setting (= the flag):
@@ -27,17 +34,23 @@ no sense, before any tracing, with one-line `ValueError`s naming the setting (= 
   * DP with `quantize` or `random_mask` is refused: unbiased codecs can push a clipped update above
     the clip norm, breaking the sensitivity the privacy accounting assumes (top-k cannot).
   * Secure aggregation reveals only the sum, so it excludes the robust rules, which need individual
-    updates, and per-client compression, which the server must decode client by client.
+    updates, and per-client compression, which the server must decode client by client. It also
+    excludes `adaptive_clip` and `dp='adaptive'` (their clip follows the clients' norms through a
+    second aggregate, not implemented securely), needs at least 2 clients per round, and needs
+    the clients that report (clients_per_round − num_dropped) to reach `secagg_threshold`
+    (default: a majority of the round's clients), or every round would abort.
+  * `secagg_threshold` and `secagg_range` only apply with `secure_aggregation`.
   * The geometric median (RFA) runs several mean passes; compressing them is not implemented.
   * Krum needs n > 2f + 2 and multi_krum_m ≤ n − f, n = clients_per_round − num_dropped being
     the clients that report.
 
 Measurements, under the learning process's `metrics['aggregator']`: those of each layer, nested
 as TFF nests them (`clipping_norm`, `clipped_count`, `clipped_fraction` at the top when clipping,
-the rule's inside `clipping`; the compressed or secure sum's inside `mean_value`, or `dp`).
+the rule's inside `clipping`; the compressed sum's inside `mean_value`, or `dp`; the secure
+round runner's are listed in `tff_lab.algorithms.secure_rounds`).
 Every configuration reports `num_clients`, `upload_bytes_per_client` and
-`download_bytes_per_client` once in that tree (`compression.communication`; secure.py uses the
-same names).
+`download_bytes_per_client` once in that tree (`compression.communication`; the secure round
+runner uses the same names for the protocol's counted bytes).
 """
 
 import collections
@@ -56,6 +69,8 @@ from tff_lab.aggregators import robust
 AGGREGATORS = ('mean', 'median', 'trimmed_mean', 'geometric_median', 'krum')
 COMPRESSIONS = ('none', 'quantize', 'topk', 'random_mask')
 DP_MODES = ('none', 'fixed', 'adaptive')
+# Settings that only the secure round runner reads (see `without_secure_aggregation`).
+SECURE_AGGREGATION_SETTINGS = ('secure_aggregation', 'secagg_threshold', 'secagg_range')
 
 # Adaptive (non-private) clipping, as tff.learning.robust_aggregator's default clipping.
 ADAPTIVE_CLIP_INITIAL_NORM = 1.0
@@ -85,7 +100,14 @@ class AggregationSettings:
     dp: `none`, or DP with `fixed` or `adaptive` clipping (tff_lab.aggregators.dp, with its
       own defaults for the adaptive clip's quantile and learning rate).
     noise_multiplier: DP's noise multiplier z (> 0).
-    secure_aggregation: Sum through secure aggregation (tff_lab.aggregators.secure).
+    secure_aggregation: Sum the updates with the secure aggregation protocol
+      (tff_lab.algorithms.secure_rounds).
+    secagg_threshold: Shamir threshold t of secure aggregation, in [2, clients_per_round]; None:
+      a majority, ⌊clients_per_round/2⌋ + 1. Rounds with fewer reporting clients abort.
+    secagg_range: Per-coordinate range r of secure aggregation's fixed-point encoding (of
+      weight × update for weighted algorithms); larger values are clipped. None: clip_norm
+      where it bounds every coordinate, else 100 for an update and 10^4 for weight × update
+      (tff_lab.algorithms.secure_rounds).
     clients_per_round: Clients sampled each round (DP's normaliser).
     num_dropped: Sampled clients that never report (simulated dropout; not a flag). Krum's n is
       clients_per_round − num_dropped.
@@ -107,6 +129,8 @@ class AggregationSettings:
   dp: str = 'none'
   noise_multiplier: Optional[float] = None
   secure_aggregation: bool = False
+  secagg_threshold: Optional[int] = None
+  secagg_range: Optional[float] = None
   clients_per_round: int = 10
   num_dropped: int = 0
 
@@ -175,7 +199,31 @@ class AggregationSettings:
       _require(self.compression == 'none',
                f'secure_aggregation cannot be combined with compression={self.compression!r}: '
                'the server decodes each client\'s message, so it would see it')
-      _extension('secure', 'secure_aggregation')
+      _require(self.dp != 'adaptive',
+               'secure_aggregation cannot be combined with dp=\'adaptive\': its clip follows a '
+               'noised count of unclipped clients, a second aggregate not implemented securely; '
+               'use dp=\'fixed\'')
+      _require(not self.adaptive_clip,
+               'secure_aggregation cannot be combined with adaptive_clip: the clip would follow '
+               'the clients\' update norms, a second aggregate not implemented securely; use a '
+               'fixed clip_norm')
+      n = self.clients_per_round
+      _require(n >= 2, f'secure_aggregation needs clients_per_round >= 2, got {n}')
+      t = self.secagg_threshold
+      _require(t is None or (_is_int(t) and 2 <= t <= n),
+               f'secagg_threshold must be an integer in [2, clients_per_round={n}], got {t}')
+      t = n // 2 + 1 if t is None else t
+      _require(n - self.num_dropped >= t,
+               f'dropout_fraction leaves {n - self.num_dropped} of {n} clients reporting per '
+               f'round, fewer than the secure aggregation threshold secagg_threshold={t}: every '
+               'round would abort; lower dropout_fraction or secagg_threshold')
+      _require(self.secagg_range is None
+               or (math.isfinite(self.secagg_range) and self.secagg_range > 0),
+               f'secagg_range must be positive and finite, got {self.secagg_range}')
+    else:
+      for name in ('secagg_threshold', 'secagg_range'):
+        _require(getattr(self, name) is None,
+                 f'{name}={getattr(self, name)} only applies with secure_aggregation')
     _require(self.aggregator != 'geometric_median' or self.compression == 'none',
              f'aggregator=\'geometric_median\' cannot be combined with '
              f'compression={self.compression!r}: compressing its Weiszfeld passes is not '
@@ -205,15 +253,15 @@ def create_aggregator(weighted: bool = True, **settings) -> tff.aggregators.Aggr
   """
   s = AggregationSettings(**settings)
   s.validate()
+  _require(not s.secure_aggregation,
+           'secure_aggregation is not a tff.aggregators factory: the masking protocol runs in '
+           'tff_lab.algorithms.secure_rounds.SecureAggregationRounds (the training loop uses it); '
+           'build its reference process with without_secure_aggregation(settings)')
   codec = compression_lib.create_codec(s.compression, s.bits, s.rotation, s.topk_fraction,
                                        s.mask_fraction)
-  # 4. secure sum and 3. compression: the sum inside a mean or DP (None: TFF's plain SumFactory).
+  # 3. compression: the sum inside a mean or DP (None: TFF's plain SumFactory).
   value_sum = None
-  if s.secure_aggregation:
-    # HOOK (secure.py, another module): an UnweightedAggregationFactory that sums securely.
-    value_sum = _extension('secure', 'secure_aggregation').create_secure_factory(
-        clients_per_round=s.clients_per_round)
-  elif s.compression != 'none':
+  if s.compression != 'none':
     value_sum = compression_lib.CompressedSumFactory(codec)
   # 2. The rule.
   if s.dp != 'none':
@@ -307,8 +355,14 @@ def _with_clipped_fraction(factory):
   return UnweightedFactory()
 
 
+def without_secure_aggregation(settings: dict) -> dict:
+  """`settings` with the secure aggregation ones removed: those of the plain-sum process whose
+  state `SecureAggregationRounds` advances (same clipping, DP and mean, no masking)."""
+  return {k: v for k, v in settings.items() if k not in SECURE_AGGREGATION_SETTINGS}
+
+
 def _extension(name: str, setting: str):
-  """Imports tff_lab.aggregators.<name> (dp, secure), which `setting` needs."""
+  """Imports tff_lab.aggregators.<name> (dp), which `setting` needs."""
   module = f'tff_lab.aggregators.{name}'
   try:
     return importlib.import_module(module)

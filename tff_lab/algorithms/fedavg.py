@@ -11,6 +11,9 @@ over `num_epochs` of its data, and returns its model delta; the server averages 
 server optimiser. The process is TFF's own `build_weighted_fed_avg`/`build_unweighted_fed_avg`;
 with Byzantine clients simulated (`with_attacks`), the same process is composed around tff_lab's
 client work (`client_work.py`, tested equal to TFF's for honest clients).
+
+`build_fedavg_client_work` is the client work alone, for round runners that aggregate outside TFF
+(`tff_lab.algorithms.secure_rounds`).
 """
 
 from typing import Optional
@@ -58,4 +61,28 @@ def build_fedavg(task: task_lib.Task,
   return tff.learning.algorithms.build_unweighted_fed_avg(
       task.tff_model_fn, client_optimizer_fn=client_optimizer,
       server_optimizer_fn=server_optimizer, model_aggregator=model_aggregator,
+      loop_implementation=loop_implementation)
+
+
+def build_fedavg_client_work(task: task_lib.Task,
+                             client_optimizer: tff.learning.optimizers.Optimizer,
+                             weighted: bool = True,
+                             with_attacks: bool = False,
+                             loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
+                             ) -> tff.learning.templates.ClientWorkProcess:
+  """The client work of `build_fedavg(task, client_optimizer, weighted=..., with_attacks=...)`.
+
+  Without attacks this is the `ClientWorkProcess` TFF's `build_weighted_fed_avg` /
+  `build_unweighted_fed_avg` compose (`build_model_delta_client_work` with example-count or
+  uniform client weighting and the default `sum_then_finalize` metrics); with attacks, tff_lab's
+  (`client_work.py`), as in `build_fedavg`.
+  """
+  if with_attacks:
+    return client_work_lib.build_client_work(task, client_optimizer, mu=0.0, weighted=weighted,
+                                             with_attacks=True,
+                                             loop_implementation=loop_implementation)
+  weighting = (tff.learning.ClientWeighting.NUM_EXAMPLES if weighted
+               else tff.learning.ClientWeighting.UNIFORM)
+  return tff.learning.templates.build_model_delta_client_work(
+      task.tff_model_fn, client_optimizer, client_weighting=weighting,
       loop_implementation=loop_implementation)

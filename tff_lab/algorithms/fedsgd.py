@@ -6,11 +6,16 @@ batched); the server averages the gradients weighted by example count and takes 
 server optimiser. With server SGD at rate α this is θ ← θ − α·Σ_k (n_k/n)·∇L_k(θ), i.e. one step
 of centralised gradient descent over the union of the sampled clients' data (tested in
 tests/algorithms/test_fedsgd.py against NumPy).
+
+`build_fedsgd_client_work` is the client work alone, for round runners that aggregate outside TFF
+(`tff_lab.algorithms.secure_rounds`).
 """
 
 from typing import Optional
 
 import tensorflow_federated as tff
+# TFF exports no builder for FedSGD's client work alone; this is the one `build_fed_sgd` composes.
+from tensorflow_federated.python.learning.algorithms import fed_sgd as tff_fed_sgd
 
 from tff_lab.tasks import task as task_lib
 
@@ -24,4 +29,14 @@ def build_fedsgd(task: task_lib.Task,
   server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=0.1)
   return tff.learning.algorithms.build_fed_sgd(
       task.tff_model_fn, server_optimizer_fn=server_optimizer, model_aggregator=model_aggregator,
+      loop_implementation=loop_implementation)
+
+
+def build_fedsgd_client_work(
+    task: task_lib.Task,
+    loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
+) -> tff.learning.templates.ClientWorkProcess:
+  """The client work of `build_fedsgd(task)`: TFF's own, with its default metrics aggregation."""
+  return tff_fed_sgd._build_fed_sgd_client_work(  # pylint: disable=protected-access
+      task.tff_model_fn, tff.learning.metrics.sum_then_finalize,
       loop_implementation=loop_implementation)

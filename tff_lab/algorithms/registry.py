@@ -8,6 +8,7 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
+from tff_lab.algorithms import client_work as client_work_lib
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import fedprox
 from tff_lab.algorithms import fedsgd
@@ -42,3 +43,24 @@ def create_learning_process(name: str, task: task_lib.Task,
   return fedavg.build_fedavg(task, client_optimizer, server_optimizer,
                              weighted=(name == 'fedavg'), model_aggregator=model_aggregator,
                              with_attacks=with_attacks)
+
+
+def create_client_work(name: str, task: task_lib.Task,
+                       client_optimizer: Optional[tff.learning.optimizers.Optimizer],
+                       mu: float = 0.0, with_attacks: bool = False
+                       ) -> tff.learning.templates.ClientWorkProcess:
+  """The client work that `create_learning_process(name, ...)` composes, on its own.
+
+  For round runners that run the clients in TFF and aggregate outside it
+  (`tff_lab.algorithms.secure_rounds`). FedSGD ignores the client optimiser.
+  """
+  check_algorithm(name)
+  if name == 'fedsgd':
+    if with_attacks:
+      raise ValueError('update attacks are not supported with --algorithm=fedsgd')
+    return fedsgd.build_fedsgd_client_work(task)
+  if name == 'fedprox':  # the client work `fedprox.build_fedprox` composes
+    return client_work_lib.build_client_work(task, client_optimizer, mu, weighted=True,
+                                             with_attacks=with_attacks)
+  return fedavg.build_fedavg_client_work(task, client_optimizer, weighted=(name == 'fedavg'),
+                                         with_attacks=with_attacks)

@@ -1,11 +1,23 @@
-"""A vectorised simulation of FedAvg/FedProx rounds: every client's local SGD in one TF program.
+"""In-graph simulation of FedAvg/FedProx rounds: every sampled client's local SGD in one TF program.
 
 TFF's runtime executes each client's local training as a separate computation call in its C++
 worker, with each client's dataset serialised into the call. For small models the round is then
-dominated by per-client overhead, not arithmetic (BUILD.md, "Measured numbers"). This path keeps
-the mathematics and changes only the scheduling (FedJAX's `for_each_client` idea): the sampled
-clients' batches are stacked into one tensor [clients, steps, batch, ...] and each local SGD step
-is taken for all clients at once with `tf.vectorized_map` over per-client copies of the weights.
+dominated by per-client overhead, not arithmetic (BUILD.md, "Where a round's time goes"). These
+paths keep the mathematics and change only the scheduling (FedJAX's `for_each_client` idea): the
+sampled clients' batches are packed into one tensor [clients, steps, batch, ...]
+(`tff_lab.data.packing`, by example indices, without building tf.data datasets) and one TF
+program runs the whole round, the server's weighted mean included. Two schedules:
+
+* `client_loop='sequential'` (`--simulation=fused`): a `tf.while_loop` over clients, each running
+  its own `tf.while_loop` over its local steps on the unbatched model; two clients overlap
+  (`parallel_iterations`). Every step is the same small matmul as centralised training, so on a
+  CPU the round costs about what centralised training on the same examples costs, and clients
+  with fewer steps cost less. The fastest path here (BUILD.md, "Round throughput").
+* `client_loop='vectorized_map'` (`--simulation=vectorized`): each local step is taken for all
+  clients at once with `tf.vectorized_map` over per-client copies of the weights (batched
+  matmuls). Every client pays for the longest client's steps; on 2 CPU cores it is slower than
+  the sequential loop, and for convolutions pfor falls back to a loop (`Conv2DBackpropFilter`).
+  Meant for accelerators.
 
 Per client k (identical to `tff_lab.algorithms.client_work` with an SGD client optimiser):
 
@@ -14,9 +26,8 @@ Per client k (identical to `tff_lab.algorithms.client_work` with an SGD client o
     Δ_k = wᵗ − w  (zeroed, with weight 0, if not finite);  weight n_k (or 1, unweighted)
 
 Server: Δ = Σ_k weight_k·Δ_k / Σ_k weight_k, applied with the server optimiser exactly as TFF's
-`build_apply_optimizer_finalizer` does. Clients with fewer batches or a short last batch are
-handled with masks, so padding never changes a result. `tests/algorithms/test_vectorized.py`
-checks that states after several rounds equal the TFF path's to float32 round-off.
+`build_apply_optimizer_finalizer` does. `tests/algorithms/test_vectorized.py` checks that states
+after several rounds equal the TFF path's to float32 round-off, for both schedules.
 
 Scope (checked by `check_supported`): client optimiser `sgd`; model weights all trainable; the
 default (mean) aggregation; no update-altering attacks (label flipping, dropouts and stragglers are
@@ -27,68 +38,37 @@ the round program is therefore built once in its own `tf.Graph` and run with a s
 """
 
 import collections
+from collections.abc import Sequence
+import functools
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_lab.data import packing
+from tff_lab.faults import simulation as faults_lib
 from tff_lab.metrics import accuracy as accuracy_lib
 from tff_lab.tasks import task as task_lib
 
 
 def check_supported(client_optimizer: str, model_aggregator_is_default: bool,
-                    update_attacks: bool) -> None:
-  """Raises ValueError (one line) for settings the vectorised path does not implement."""
+                    update_attacks: bool, simulation: str = 'vectorized') -> None:
+  """Raises ValueError (one line) for settings the in-graph paths do not implement."""
   if client_optimizer != 'sgd':
-    raise ValueError(f'--simulation=vectorized supports --client_optimizer=sgd only, got '
+    raise ValueError(f'--simulation={simulation} supports --client_optimizer=sgd only, got '
                      f'{client_optimizer!r}')
   if not model_aggregator_is_default:
-    raise ValueError('--simulation=vectorized supports the default mean aggregation only')
+    raise ValueError(f'--simulation={simulation} supports the default mean aggregation only')
   if update_attacks:
-    raise ValueError('--simulation=vectorized does not simulate update attacks; use '
+    raise ValueError(f'--simulation={simulation} does not simulate update attacks; use '
                      '--simulation=tff (label_flip, dropouts and stragglers are supported)')
 
 
-def _client_batches(datasets: list[tf.data.Dataset]) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-  """Every client's batches as NumPy, in order, read through a single tf.data iterator.
-
-  One iterator per client costs milliseconds each in eager mode, which dominated a round; when
-  the batch counts are known statically (they are for TFF's in-memory ClientData through the
-  ClientSpec pipeline) the datasets are read in sequence with `choose_from_datasets`.
-  """
-  counts = [int(ds.cardinality()) for ds in datasets]
-  if min(counts, default=0) < 0:  # unknown or infinite cardinality: read one by one
-    return [[(b['x'], b['y']) for b in ds.as_numpy_iterator()] for ds in datasets]
-  choice = tf.data.Dataset.from_tensor_slices(
-      np.repeat(np.arange(len(datasets), dtype=np.int64), counts))
-  merged = tf.data.Dataset.choose_from_datasets(datasets, choice)
-  batches = iter(merged.as_numpy_iterator())
-  return [[(b['x'], b['y']) for b in (next(batches) for _ in range(n))] for n in counts]
-
-
-def pack_client_datasets(datasets: list[tf.data.Dataset]) -> dict[str, np.ndarray]:
-  """Stacks batched client datasets into padded arrays with masks.
-
-  Returns:
-    `x` [C, S, B, ...], `y` [C, S, B, ...], `example_mask` [C, S, B] (1 for real examples),
-    where S is the most batches any client has and B the largest batch size.
-  """
-  clients = _client_batches(datasets)
-  steps = max(1, max(len(c) for c in clients))
-  batch = max([len(y) for c in clients for _, y in c] or [1])
-  first = next((c[0] for c in clients if c), None)
-  if first is None:
-    raise ValueError('every sampled client has an empty dataset')
-  x = np.zeros((len(clients), steps, batch) + first[0].shape[1:], first[0].dtype)
-  y = np.zeros((len(clients), steps, batch) + first[1].shape[1:], first[1].dtype)
-  mask = np.zeros((len(clients), steps, batch), np.float32)
-  for k, batches in enumerate(clients):
-    for s, (xb, yb) in enumerate(batches):
-      x[k, s, :len(yb)] = xb
-      y[k, s, :len(yb)] = yb
-      mask[k, s, :len(yb)] = 1.0
-  return {'x': x, 'y': y, 'example_mask': mask}
+CLIENT_LOOPS = ('sequential', 'vectorized_map')
+# Clients of the sequential loop that may run at once (TF while_loop parallel_iterations): two
+# overlap the small per-step ops on a 2-core machine; more measured no faster.
+_PARALLEL_CLIENTS = 2
 
 
 class VectorizedRounds:
@@ -101,47 +81,58 @@ class VectorizedRounds:
 
   def __init__(self, task: task_lib.Task, client_learning_rate: float,
                server_optimizer: tff.learning.optimizers.Optimizer, mu: float = 0.0,
-               weighted: bool = True):
+               weighted: bool = True, client_loop: str = 'sequential'):
+    """Builds the round program.
+
+    Args:
+      task: The task; its ClientSpec is the clients' local work.
+      client_learning_rate: η of the clients' SGD.
+      server_optimizer: Applied to the mean update, as TFF's finalizer does.
+      mu: FedProx's proximal weight (0: FedAvg).
+      weighted: Weight client updates by their number of examples (else equally).
+      client_loop: `sequential` or `vectorized_map` (see the module docstring).
+    """
+    if client_loop not in CLIENT_LOOPS:
+      raise ValueError(f'client_loop must be one of {CLIENT_LOOPS}, got {client_loop!r}')
     self._server_optimizer = server_optimizer
     self._weighted = weighted
+    self._task = task
+    keras_model = task.model_fn()
+    self._num_classes = int(keras_model.output_shape[-1])  # for label-flipping plans
+    self._packer = (packing.ClientBatchPacker(task, self._num_classes)
+                    if packing.ClientBatchPacker.supports(task) else None)
     loss = task.loss_fn(reduction=tf.keras.losses.Reduction.NONE)
     spec = task.batch_spec
     model = tff.learning.models.functional_model_from_keras(
-        task.model_fn(), loss, input_spec=(spec['x'], spec['y']))
+        keras_model, loss, input_spec=(spec['x'], spec['y']))
     trainable, non_trainable = model.initial_weights
     if non_trainable:
-      raise ValueError('--simulation=vectorized needs a model without non-trainable weights')
+      raise ValueError('in-graph simulation needs a model without non-trainable weights')
     self._graph = tf.Graph()
     with self._graph.as_default():
       self._w0 = [tf.compat.v1.placeholder(tf.float32, np.shape(w)) for w in trainable]
       self._x = tf.compat.v1.placeholder(spec['x'].dtype, [None, None] + spec['x'].shape.as_list())
       self._y = tf.compat.v1.placeholder(spec['y'].dtype, [None, None] + spec['y'].shape.as_list())
       self._mask = tf.compat.v1.placeholder(tf.float32, [None, None, None])
-      self._outputs = self._build_round(model, loss, task.prediction_kind,
-                                        float(client_learning_rate), float(mu))
+      step_fn = functools.partial(_local_step, model, loss, task.prediction_kind,
+                                  float(client_learning_rate), float(mu), self._w0)
+      build = (self._sequential_clients if client_loop == 'sequential'
+               else self._vectorized_clients)
+      self._outputs = self._mean_and_metrics(*build(step_fn))
     self._session = tf.compat.v1.Session(graph=self._graph)
 
-  def _build_round(self, model, loss_fn, kind, lr, mu):
+  def _client_weight(self, num_examples, finite):
+    return (num_examples if self._weighted else tf.ones_like(num_examples)) * tf.cast(
+        finite, tf.float32)
+
+  def _vectorized_clients(self, step_fn):
+    """All clients' step s at once (vectorized_map); returns Σ weight·Δ and the sums."""
     w0, x, y, mask = self._w0, self._x, self._y, self._mask
     num_clients, num_steps = tf.shape(x)[0], tf.shape(x)[1]
 
-    def client_step(args):
-      w, xb, yb, mb = args
-      count = tf.reduce_sum(mb)
-      with tf.GradientTape() as tape:
-        tape.watch(w)
-        preds = model.predict_on_batch((w, ()), xb, training=True)
-        batch_loss = tf.math.divide_no_nan(tf.reduce_sum(loss_fn(yb, preds) * mb), count)
-      grads = tape.gradient(batch_loss, w, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      step = tf.cast(count > 0, tf.float32)  # clients with no batch at this step stay put
-      new_w = [wi - step * lr * (gi + mu * (wi - w0i))
-               for wi, gi, w0i in zip(w, grads, w0)]
-      correct = tf.reduce_sum(accuracy_lib.correct_predictions(kind, yb, preds) * mb)
-      return new_w, batch_loss * count, correct, step
-
     def body(s, w, loss_sum, correct_sum, batches):
       new_w, loss_s, correct_s, step = tf.vectorized_map(
-          client_step, (w, x[:, s], y[:, s], mask[:, s]))
+          lambda args: step_fn(*args), (w, x[:, s], y[:, s], mask[:, s]))
       return s + 1, new_w, loss_sum + loss_s, correct_sum + correct_s, batches + step
 
     zeros = tf.zeros([num_clients])
@@ -153,21 +144,72 @@ class VectorizedRounds:
     finite = tf.reduce_all(tf.stack([
         tf.reduce_all(tf.math.is_finite(tf.reshape(d, [num_clients, -1])), axis=1)
         for d in deltas]), axis=0)
-    weights = (num_examples if self._weighted else tf.ones([num_clients])) * tf.cast(
-        finite, tf.float32)
+    weights = self._client_weight(num_examples, finite)
     deltas = [tf.where(tf.reshape(finite, [-1] + [1] * (len(d.shape) - 1)), d, tf.zeros_like(d))
               for d in deltas]
-    weight_sum = tf.reduce_sum(weights)
-    mean_delta = [tf.math.divide_no_nan(tf.tensordot(weights, d, axes=1), weight_sum)
-                  for d in deltas]
-    return collections.OrderedDict(
-        mean_delta=mean_delta, loss_sum=tf.reduce_sum(loss_sum),
-        correct=tf.reduce_sum(correct_sum), num_examples=tf.reduce_sum(num_examples),
-        num_batches=tf.reduce_sum(batches), non_finite=tf.reduce_sum(1 - tf.cast(finite, tf.int32)))
+    weighted_sum = [tf.tensordot(weights, d, axes=1) for d in deltas]
+    return (weighted_sum, tf.reduce_sum(weights), tf.reduce_sum(loss_sum),
+            tf.reduce_sum(correct_sum), tf.reduce_sum(num_examples), tf.reduce_sum(batches),
+            tf.reduce_sum(1 - tf.cast(finite, tf.int32)))
 
-  def next(self, state, client_datasets: list[tf.data.Dataset]) -> Any:
-    """One round on `client_datasets` (preprocessed, as passed to `process.next`)."""
-    packed = pack_client_datasets(client_datasets)
+  def _sequential_clients(self, step_fn):
+    """One client after another, each over its own steps only; returns Σ weight·Δ and the sums."""
+    w0, x, y, mask = self._w0, self._x, self._y, self._mask
+    num_clients = tf.shape(x)[0]
+    has_batch = tf.reduce_sum(mask, axis=2) > 0
+    # Packed batches are front-filled, so a client's steps are its first `steps[k]`.
+    steps = tf.reduce_sum(tf.cast(has_batch, tf.int32), axis=1)
+
+    def client(k, weighted_sum, weight_sum, loss_sum, correct_sum, batches, non_finite):
+      xk, yk, mk = x[k], y[k], mask[k]
+
+      def local_step(s, w, client_loss, client_correct):
+        new_w, batch_loss, correct, _ = step_fn(w, xk[s], yk[s], mk[s])
+        return s + 1, new_w, client_loss + batch_loss, client_correct + correct
+
+      _, w_final, client_loss, client_correct = tf.while_loop(
+          lambda s, *_: s < steps[k], local_step, (0, list(w0), 0.0, 0.0))
+      delta = [a - b for a, b in zip(w0, w_final)]
+      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(d)) for d in delta])
+      weight = self._client_weight(tf.reduce_sum(mk), finite)
+      weighted_sum = [acc + tf.where(finite, weight * d, tf.zeros_like(d))
+                      for acc, d in zip(weighted_sum, delta)]
+      return (k + 1, weighted_sum, weight_sum + weight, loss_sum + client_loss,
+              correct_sum + client_correct, batches + tf.cast(steps[k], tf.float32),
+              non_finite + 1 - tf.cast(finite, tf.int32))
+
+    _, weighted_sum, weight_sum, loss_sum, correct_sum, batches, non_finite = tf.while_loop(
+        lambda k, *_: k < num_clients, client,
+        (0, [tf.zeros_like(w) for w in w0], 0.0, 0.0, 0.0, 0.0, 0),
+        parallel_iterations=_PARALLEL_CLIENTS)
+    return (weighted_sum, weight_sum, loss_sum, correct_sum, tf.reduce_sum(mask), batches,
+            non_finite)
+
+  def _mean_and_metrics(self, weighted_sum, weight_sum, loss_sum, correct, num_examples,
+                        num_batches, non_finite):
+    return collections.OrderedDict(
+        mean_delta=[tf.math.divide_no_nan(s, weight_sum) for s in weighted_sum],
+        loss_sum=loss_sum, correct=correct, num_examples=num_examples, num_batches=num_batches,
+        non_finite=non_finite)
+
+  def pack(self, client_inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The round's arrays from `ClientPlan`s (by index, fast) or from finished datasets."""
+    if client_inputs and isinstance(client_inputs[0], faults_lib.ClientPlan):
+      if self._packer is not None:
+        return self._packer.pack(client_inputs)
+      client_inputs = faults_lib.materialize_client_inputs(
+          self._task, client_inputs, self._num_classes)
+    return packing.pack_client_datasets(list(client_inputs))
+
+  def next(self, state, client_inputs: Sequence[Any]) -> Any:
+    """One round on the reporting clients.
+
+    Args:
+      state: The TFF process's state.
+      client_inputs: `tff_lab.faults.ClientPlan`s (the fast path: packed by index), or the
+        preprocessed datasets `process.next` would take.
+    """
+    packed = self.pack(client_inputs)
     weights = state.global_model_weights
     feed = {**dict(zip(self._w0, weights.trainable)), self._x: packed['x'],
             self._y: packed['y'], self._mask: packed['example_mask']}
@@ -203,3 +245,17 @@ class VectorizedRounds:
 def _like(template, values):
   """`values` in the container types of `template` (TFF keeps lists where TF returns tuples)."""
   return tf.nest.pack_sequence_as(template, tf.nest.flatten(values))
+
+
+def _local_step(model, loss_fn, kind, lr, mu, w0, w, xb, yb, mb):
+  """One client's SGD step on one padded batch: new weights, loss·count, correct, stepped."""
+  count = tf.reduce_sum(mb)
+  with tf.GradientTape() as tape:
+    tape.watch(w)
+    preds = model.predict_on_batch((w, ()), xb, training=True)
+    batch_loss = tf.math.divide_no_nan(tf.reduce_sum(loss_fn(yb, preds) * mb), count)
+  grads = tape.gradient(batch_loss, w, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  step = tf.cast(count > 0, tf.float32)  # a client with no batch at this step stays put
+  new_w = [wi - step * lr * (gi + mu * (wi - w0i)) for wi, gi, w0i in zip(w, grads, w0)]
+  correct = tf.reduce_sum(accuracy_lib.correct_predictions(kind, yb, preds) * mb)
+  return new_w, batch_loss * count, correct, step

@@ -49,20 +49,29 @@ class CachedClientData(tff.simulation.datasets.ClientData):
   def element_type_structure(self):
     return self._data.element_type_structure
 
-  def create_tf_dataset_for_client(self, client_id: str) -> tf.data.Dataset:
+  def client_arrays(self, client_id: str):
+    """The client's examples as NumPy arrays (the element structure, a leading example axis)."""
     arrays = self._cache.get(client_id)
     if arrays is None:
       self.misses += 1
-      examples = list(self._data.create_tf_dataset_for_client(client_id).as_numpy_iterator())
-      spec = self.element_type_structure
-      arrays = tf.nest.map_structure(
-          lambda s, *values: np.stack(values) if values else np.zeros([0] + s.shape.as_list(),
-                                                                       s.dtype.as_numpy_dtype),
-          spec, *examples)
+      arrays = dataset_to_arrays(self._data.create_tf_dataset_for_client(client_id),
+                                 self.element_type_structure)
       self._cache[client_id] = arrays
       if self._max_clients is not None and len(self._cache) > self._max_clients:
         self._cache.popitem(last=False)
     else:
       self.hits += 1
       self._cache.move_to_end(client_id)
-    return tf.data.Dataset.from_tensor_slices(arrays)
+    return arrays
+
+  def create_tf_dataset_for_client(self, client_id: str) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices(self.client_arrays(client_id))
+
+
+def dataset_to_arrays(dataset: tf.data.Dataset, element_spec):
+  """All elements of a finite dataset of fixed-shape elements, stacked into NumPy arrays."""
+  examples = list(dataset.as_numpy_iterator())
+  return tf.nest.map_structure(
+      lambda s, *values: np.stack(values) if values else np.zeros([0] + s.shape.as_list(),
+                                                                   s.dtype.as_numpy_dtype),
+      element_spec, *examples)

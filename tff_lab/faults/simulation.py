@@ -25,6 +25,7 @@ so faults replay exactly on resume.
 import collections
 from collections.abc import Sequence
 import dataclasses
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -101,22 +102,26 @@ def assign_roles(sampled: Sequence[str], config: FaultConfig, seed: int, round_n
                     stragglers=tuple(order[byzantine + dropped:byzantine + dropped + stragglers]))
 
 
-def flip_labels(dataset: tf.data.Dataset, prediction_kind: str, num_classes: int
-                ) -> tf.data.Dataset:
-  """Label flipping: y → C−1−y (classes), −y (±1 labels) or 1−y (binary labels)."""
-
+def flipped_labels(y, prediction_kind: str, num_classes: int):
+  """Label flipping of a label tensor or array: C−1−y (classes), −y (±1 labels), 1−y (binary)."""
   if prediction_kind not in LABEL_FLIP_KINDS:
     raise ValueError(f'label flipping is defined for {LABEL_FLIP_KINDS}, not {prediction_kind!r}')
+  if prediction_kind == 'sparse_categorical':
+    return (num_classes - 1) - y
+  if prediction_kind == 'sign':
+    return -y
+  return 1 - y
+
+
+def flip_labels(dataset: tf.data.Dataset, prediction_kind: str, num_classes: int
+                ) -> tf.data.Dataset:
+  """The dataset with `flipped_labels` applied to every element's `y`."""
+  flipped_labels(0, prediction_kind, num_classes)  # refuse an unknown kind before mapping
 
   def flip(element):
     y = element['y']
-    if prediction_kind == 'sparse_categorical':
-      flipped = tf.cast(num_classes - 1, y.dtype) - y
-    elif prediction_kind == 'sign':
-      flipped = -y
-    else:
-      flipped = tf.cast(1, y.dtype) - y
-    return collections.OrderedDict(x=element['x'], y=flipped)
+    return collections.OrderedDict(
+        x=element['x'], y=tf.cast(flipped_labels(y, prediction_kind, num_classes), y.dtype))
 
   return dataset.map(flip)
 
@@ -132,10 +137,29 @@ def straggler_task(task: task_lib.Task, num_examples: int, rng: np.random.Genera
   return task
 
 
-def build_client_inputs(task: task_lib.Task, sampled: Sequence[str], roles: RoundRoles,
-                        config: FaultConfig, seed: int, round_num: int, num_classes: int,
-                        shuffle_seed_fn) -> list:
-  """The per-client inputs of `process.next` for this round, faults applied.
+@dataclasses.dataclass(frozen=True)
+class ClientPlan:
+  """What one reporting client does in a round, before any dataset is built.
+
+  Attributes:
+    client_id: The client.
+    shuffle_seed: Its tf.data shuffle seed this round.
+    train_spec: Its local work (the task's ClientSpec, reduced for a straggler).
+    flip_labels: A label-flipping Byzantine client.
+    attack: `client_work.attack_spec(...)` when the run simulates update attacks, else None.
+  """
+
+  client_id: str
+  shuffle_seed: int
+  train_spec: task_lib.ClientSpec
+  flip_labels: bool = False
+  attack: Optional[collections.OrderedDict] = None
+
+
+def plan_client_inputs(task: task_lib.Task, sampled: Sequence[str], roles: RoundRoles,
+                       config: FaultConfig, seed: int, round_num: int, shuffle_seed_fn,
+                       num_examples_fn=None) -> list[ClientPlan]:
+  """The plans of this round's reporting clients, faults applied, in sampling order.
 
   Args:
     task: The task (its ClientSpec is the honest clients' local work).
@@ -143,32 +167,65 @@ def build_client_inputs(task: task_lib.Task, sampled: Sequence[str], roles: Roun
     roles: This round's roles (`assign_roles`).
     config: The fault settings.
     seed, round_num: Seed the stragglers' reduced work and the Gaussian attack's noise.
-    num_classes: Number of classes (label flipping of `sparse_categorical` tasks).
     shuffle_seed_fn: `(position) -> int`, the tf.data shuffle seed of the client at a position in
       `sampled` (the same seeds as a fault-free run, so faults change nothing else).
+    num_examples_fn: `(client_id) -> int`, a client's number of raw examples (only stragglers
+      need it); default: the cardinality of its TFF dataset.
+  """
+  if num_examples_fn is None:
+    num_examples_fn = lambda cid: int(task.train_data.create_tf_dataset_for_client(cid)
+                                      .cardinality())
+  straggler_rng = _rng(seed, round_num, 1)
+  byzantine, dropped, stragglers = set(roles.byzantine), set(roles.dropped), set(roles.stragglers)
+  plans = []
+  for position, cid in enumerate(sampled):
+    if cid in dropped:
+      continue
+    spec = task.train_spec
+    if cid in stragglers:
+      spec = straggler_task(task, num_examples_fn(cid), straggler_rng).train_spec
+    attack = None
+    if config.update_attacks:
+      attack_seed = int(_rng(seed, round_num, 2 + position).integers(2**31 - 1))
+      attack = client_work_lib.attack_spec(config.attack if cid in byzantine else 'none',
+                                           config.attack_scale, attack_seed)
+    plans.append(ClientPlan(
+        client_id=cid, shuffle_seed=shuffle_seed_fn(position), train_spec=spec,
+        flip_labels=cid in byzantine and config.attack == 'label_flip', attack=attack))
+  return plans
+
+
+def materialize_client_inputs(task: task_lib.Task, plans: Sequence[ClientPlan],
+                              num_classes: int) -> list:
+  """The per-client inputs of `process.next` for `plans`.
+
+  Returns:
+    Datasets (or, for plans with an attack, `OrderedDict(data=, attack=)`), in the plans' order.
+  """
+  inputs = []
+  for plan in plans:
+    raw = task.train_data.create_tf_dataset_for_client(plan.client_id)
+    if plan.flip_labels:
+      raw = flip_labels(raw, task.prediction_kind, num_classes)
+    client_task = task if plan.train_spec is task.train_spec else dataclasses.replace(
+        task, train_spec=plan.train_spec)
+    dataset = client_task.preprocess_train(raw, seed=plan.shuffle_seed)
+    if plan.attack is not None:
+      dataset = collections.OrderedDict(data=dataset, attack=plan.attack)
+    inputs.append(dataset)
+  return inputs
+
+
+def build_client_inputs(task: task_lib.Task, sampled: Sequence[str], roles: RoundRoles,
+                        config: FaultConfig, seed: int, round_num: int, num_classes: int,
+                        shuffle_seed_fn) -> list:
+  """The per-client inputs of `process.next` for this round, faults applied.
+
+  `plan_client_inputs` then `materialize_client_inputs`; see those for the arguments.
 
   Returns:
     Datasets (or, when `config.update_attacks`, `OrderedDict(data=, attack=)`) for the clients
     that report, in sampling order.
   """
-  straggler_rng = _rng(seed, round_num, 1)
-  byzantine, dropped, stragglers = set(roles.byzantine), set(roles.dropped), set(roles.stragglers)
-  inputs = []
-  for position, cid in enumerate(sampled):
-    if cid in dropped:
-      continue
-    raw = task.train_data.create_tf_dataset_for_client(cid)
-    client_task = task
-    if cid in stragglers:
-      client_task = straggler_task(task, int(raw.cardinality()), straggler_rng)
-    if cid in byzantine and config.attack == 'label_flip':
-      raw = flip_labels(raw, task.prediction_kind, num_classes)
-    dataset = client_task.preprocess_train(raw, seed=shuffle_seed_fn(position))
-    if config.update_attacks:
-      attack = config.attack if cid in byzantine else 'none'
-      attack_seed = int(_rng(seed, round_num, 2 + position).integers(2**31 - 1))
-      dataset = collections.OrderedDict(
-          data=dataset, attack=client_work_lib.attack_spec(attack, config.attack_scale,
-                                                           attack_seed))
-    inputs.append(dataset)
-  return inputs
+  plans = plan_client_inputs(task, sampled, roles, config, seed, round_num, shuffle_seed_fn)
+  return materialize_client_inputs(task, plans, num_classes)

@@ -35,7 +35,13 @@ _HELP = {
     'mask_fraction': 'Fraction of coordinates --compression=random_mask sends, in (0, 1).',
     'dp': 'Differential privacy: none|fixed|adaptive (clipping).',
     'noise_multiplier': 'DP noise multiplier z (> 0); only with --dp.',
-    'secure_aggregation': 'Sum client updates with secure aggregation (mean only).',
+    'secure_aggregation': 'Sum client updates with the secure aggregation protocol (Bonawitz '
+                          'et al. 2017: pairwise masks, dropout recovery; mean only).',
+    'secagg_threshold': 'Secure aggregation: Shamir threshold t in [2, clients_per_round] '
+                        '(default: a majority); rounds with fewer reporting clients abort.',
+    'secagg_range': 'Secure aggregation: per-coordinate range of the fixed-point encoding of '
+                    'the update (weight x update when weighted); default: clip_norm where it '
+                    'bounds every coordinate, else 100 (10^4 weighted).',
 }
 
 

@@ -26,9 +26,9 @@ separate objects that exchange serialised `bytes` only; the server never holds a
 Any round that sees fewer than t clients aborts with `InsufficientSharesError`, and shares that do
 not lie on one polynomial raise `InconsistentSharesError`: a wrong sum is never returned.
 
-Inputs are vectors in Z_{2^k}; `FixedPointEncoder` maps real vectors there (the encoding the TFF
-aggregator in `tff_lab.aggregators.secure` uses, bit for bit). Every message is counted in
-`ProtocolCost`; `expected_bytes` gives the same totals in closed form.
+Inputs are vectors in Z_{2^k}; `FixedPointEncoder` maps real vectors there. Training with
+`--secure_aggregation` runs this protocol every round (`tff_lab.algorithms.secure_rounds`). Every
+message is counted in `ProtocolCost`; `expected_bytes` gives the same totals in closed form.
 
 Randomness comes from `os.urandom` unless a `seed` is given. Seeded runs derive the keys from
 NumPy's generator: reproducible for tests and benchmarks, and not secure.
@@ -530,7 +530,7 @@ def expected_bytes(n1, n2, n3, n5, vector_length: int, modulus_bits: int):
   """(total upload, total download) bytes of one run, in closed form.
 
   n1 ≥ n2 ≥ n3 ≥ n5 are the numbers of clients that advertised keys, shared them, sent masked
-  input and answered the unmasking round. Works on Python ints or integer tensors.
+  input and answered the unmasking round.
   """
   masked_input = ID_BYTES + -(-vector_length * modulus_bits // 8)
   upload = (KEYS_MESSAGE_BYTES * n1 + SHARES_MESSAGE_BYTES * (n1 - 1) * n2
@@ -538,27 +538,3 @@ def expected_bytes(n1, n2, n3, n5, vector_length: int, modulus_bits: int):
   download = (KEYS_MESSAGE_BYTES * n1 * n1 + SHARES_MESSAGE_BYTES * (n2 - 1) * n2
               + ID_BYTES * n3 * n3)
   return upload, download
-
-
-def benchmark_protocol(num_clients: int, vector_length: int, modulus_bits: int = 32,
-                       threshold: Optional[int] = None, num_dropped: int = 0,
-                       seed: int = 0) -> dict[str, float]:
-  """Runs the protocol once on random inputs; its bytes per client and seconds.
-
-  `num_dropped` clients drop after sharing (their masks are recovered). Seconds are the mean
-  compute time per client and the server's time; bytes are per client that started.
-  """
-  rng = np.random.default_rng(seed)
-  inputs = {u: rng.integers(0, 2**modulus_bits, vector_length, dtype=np.uint64)
-            for u in range(num_clients)}
-  result = run_protocol(inputs, modulus_bits, threshold,
-                        drop_after_sharing=range(num_clients - num_dropped, num_clients),
-                        seed=seed)
-  cost = result.cost
-  return {
-      'upload_bytes_per_client': cost.total_upload_bytes / num_clients,
-      'download_bytes_per_client': cost.total_download_bytes / num_clients,
-      'plain_float32_upload_bytes_per_client': 4.0 * vector_length,
-      'client_seconds': float(np.mean(list(cost.client_seconds.values()))),
-      'server_seconds': cost.server_seconds,
-  }

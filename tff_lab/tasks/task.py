@@ -90,13 +90,18 @@ class Task:
         self.model_fn(), loss=self.loss_fn(), input_spec=self.batch_spec,
         metrics=self.metrics_fn())
 
+  @property
+  def shuffle_buffer_size(self) -> int:
+    """The training shuffle buffer `preprocess_train` uses (≤ 1: no shuffling)."""
+    return self.train_spec.shuffle_buffer_size or DEFAULT_SHUFFLE_BUFFER
+
   def preprocess_train(self, dataset: tf.data.Dataset, seed: Optional[int] = None
                        ) -> tf.data.Dataset:
     """Applies the ClientSpec; `seed` fixes the shuffle order (a deterministic run needs one)."""
     if self.example_preprocess is not None:
       dataset = self.example_preprocess(dataset)
     spec = self.train_spec
-    buffer = spec.shuffle_buffer_size or DEFAULT_SHUFFLE_BUFFER
+    buffer = self.shuffle_buffer_size
     if buffer > 1:
       dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.repeat(spec.num_epochs)

@@ -31,7 +31,9 @@ class ConfigError(ValueError):
   """A setting is invalid; the message names it."""
 
 
-SIMULATIONS = ('tff', 'vectorized')
+SIMULATIONS = ('tff', 'fused', 'vectorized')
+# The in-graph schedules of tff_lab.algorithms.vectorized.VectorizedRounds, per --simulation.
+CLIENT_LOOPS = {'fused': 'sequential', 'vectorized': 'vectorized_map'}
 
 # Settings that may differ when resuming: they do not change what is computed per round.
 RESUMABLE_KEYS = ('rounds', 'root_output_dir', 'experiment_name', 'max_concurrent_clients',
@@ -63,8 +65,9 @@ class ExperimentConfig:
       defaults (aggregator, trim_fraction, clip_norm, compression, bits, dp, noise_multiplier,
       secure_aggregation, ...).
     dp_delta: δ of the ε reported each round with DP (default: population^-1.1).
-    simulation: `tff` runs each round through TFF's runtime; `vectorized` trains all sampled
-      clients in one TF program (`tff_lab.algorithms.vectorized`; same results, faster).
+    simulation: `tff` runs each round through TFF's runtime; `fused` trains all sampled clients
+      in one TF program, one after another (`tff_lab.algorithms.vectorized`; same results, the
+      fastest on CPU); `vectorized` does too, batched over clients with `tf.vectorized_map`.
     workers: `host:port` of TFF workers started with `tff-lab-worker`; empty: one managed local
       worker. Results equal a local run (to float32 round-off with 3+ workers).
     worker_timeout: Seconds to wait for a dead worker to come back before failing the round.
@@ -187,17 +190,23 @@ class ExperimentConfig:
       _require(self.max_concurrent_clients == -1,
                '--max_concurrent_clients applies to the local worker; with --workers set it on '
                'each tff-lab-worker')
-      _require(self.simulation == 'tff', '--simulation=vectorized does not use --workers')
+      _require(self.simulation == 'tff', f'--simulation={self.simulation} does not use --workers')
     _require(self.worker_timeout > 0, f'worker_timeout must be positive, got {self.worker_timeout}')
     _require(self.simulation in SIMULATIONS,
              f'unknown simulation {self.simulation!r}; choose one of {list(SIMULATIONS)}')
-    if self.simulation == 'vectorized':
+    _require(self.simulation == 'tff' or not self.aggregation.get('secure_aggregation'),
+             f'--secure_aggregation cannot be combined with --simulation={self.simulation}: its '
+             'clients train in TFF and the masking protocol sums their updates (use '
+             '--simulation=tff)')
+    if self.simulation in CLIENT_LOOPS:
       _require(self.algorithm != 'fedsgd',
-               '--simulation=vectorized runs fedavg, fedavg_unweighted and fedprox, not fedsgd')
+               f'--simulation={self.simulation} runs fedavg, fedavg_unweighted and fedprox, not '
+               'fedsgd')
       try:
         vectorized.check_supported(self.client_optimizer,
                                    model_aggregator_is_default=not self.aggregation,
-                                   update_attacks=self.faults.update_attacks)
+                                   update_attacks=self.faults.update_attacks,
+                                   simulation=self.simulation)
       except ValueError as e:
         raise ConfigError(str(e)) from None
     _require(bool(self.experiment_name) and os.sep not in self.experiment_name,

@@ -35,13 +35,13 @@ from tff_lab import faults as faults_lib
 from tff_lab import runtime
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.algorithms import secure_rounds
 from tff_lab.algorithms import vectorized
 from tff_lab.evaluation import centralized
 from tff_lab.evaluation import federated
 from tff_lab.metrics import plotting
 from tff_lab.metrics import writers
 from tff_lab.privacy import accounting
-from tff_lab.privacy import secagg
 from tff_lab.tasks import registry as tasks_registry
 from tff_lab.tasks import task as task_lib
 from tff_lab.training import checkpoint
@@ -97,8 +97,11 @@ def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
       config.client_optimizer, config.client_learning_rate, **config.client_optimizer_hparams)
   server_opt = _server_optimizer(config)
   if model_aggregator is None:  # the stack's plain mean is TFF's MeanFactory, plus byte counts
+    # With secure aggregation this is the plain-sum process whose state (same structure) the
+    # secure round runner advances: the masking protocol is not a tff.aggregators factory.
     model_aggregator = aggregators.create_aggregator(
-        weighted=config.algorithm != 'fedavg_unweighted', **config.aggregation_settings())
+        weighted=config.algorithm != 'fedavg_unweighted',
+        **aggregators.without_secure_aggregation(config.aggregation_settings()))
   return algorithms_registry.create_learning_process(
       config.algorithm, task, client_opt, server_opt, mu=config.mu,
       model_aggregator=model_aggregator, with_attacks=config.faults.update_attacks)
@@ -174,6 +177,9 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
       is kept and the metrics of that round are not written.
   """
   config.validate()
+  if model_aggregator is not None and config.aggregation.get('secure_aggregation'):
+    raise config_lib.ConfigError('secure_aggregation aggregates with its own protocol; it cannot '
+                                 'be combined with a model_aggregator')
   task = build_task(config)
   config.validate_against_task(len(task.train_data.client_ids), task.prediction_kind)
   exp_dir = config_lib.prepare_experiment_dir(config)
@@ -188,14 +194,24 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   # (re)start; otherwise a resumed run would shuffle differently from an uninterrupted one.
   tf.random.set_seed(config.seed)
   process = build_process(config, task, model_aggregator)
-  if config.simulation == 'vectorized':
+  in_graph = config.simulation in config_lib.CLIENT_LOOPS
+  if in_graph:
     # Same state and mathematics as `process`; only how a round is scheduled differs. Built
     # before any other Keras model: it makes a TF1 graph, which invalidates earlier Keras models.
     round_runner = vectorized.VectorizedRounds(
         task, config.client_learning_rate, _server_optimizer(config), mu=config.mu,
-        weighted=config.algorithm != 'fedavg_unweighted')
+        weighted=config.algorithm != 'fedavg_unweighted',
+        client_loop=config_lib.CLIENT_LOOPS[config.simulation])
   else:
     round_runner = process
+  if config.aggregation.get('secure_aggregation'):  # --simulation=tff only (config.validate)
+    # Clients train in TFF; the real masking protocol (Bonawitz et al. 2017) sums their updates.
+    round_runner = secure_rounds.SecureAggregationRounds(
+        task, config.algorithm, optimizers_lib.create_optimizer(
+            config.client_optimizer, config.client_learning_rate,
+            **config.client_optimizer_hparams),
+        _server_optimizer(config), aggregators.AggregationSettings(**config.aggregation_settings()),
+        mu=config.mu, with_attacks=config.faults.update_attacks)
   fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
   keras_model = task.model_fn()
   state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer)
@@ -210,14 +226,6 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
         config.aggregation['noise_multiplier'], config.clients_per_round, len(client_ids),
         config.dp_delta or accounting.default_delta(len(client_ids)))
   num_classes = int(keras_model.output_shape[-1])
-  secagg_cost = {}
-  if config.aggregation.get('secure_aggregation'):
-    # What the masking protocol costs for this model and round size: the TFF factory runs its
-    # modular arithmetic, the protocol itself runs outside TFF (tff_lab/privacy/secagg.py).
-    vector_length = sum(int(np.size(w)) for w in process.get_model_weights(state).trainable)
-    reporting = config.clients_per_round - fault_config.counts(config.clients_per_round)[1]
-    secagg_cost = {f'secagg/{k}': v for k, v in secagg.benchmark_protocol(
-        reporting, vector_length, seed=config.seed).items()}
   last: dict = {}
   started = time.time()
   bar = tqdm.tqdm(total=config.rounds, initial=start_round, desc=f'{config.task}/{config.algorithm}',
@@ -227,17 +235,22 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
       t0 = time.time()
       sampled = sample_clients(client_ids, config.clients_per_round, config.seed, round_num)
       roles = faults_lib.assign_roles(sampled, fault_config, config.seed, round_num)
-      client_inputs = faults_lib.build_client_inputs(
-          task, sampled, roles, fault_config, config.seed, round_num, num_classes,
+      client_inputs = faults_lib.plan_client_inputs(
+          task, sampled, roles, fault_config, config.seed, round_num,
           lambda position: client_shuffle_seed(config.seed, round_num, position))
-      output = round_runner.next(state, client_inputs)
+      if not in_graph:  # the in-graph runners pack plans by example index, without datasets
+        client_inputs = faults_lib.materialize_client_inputs(task, client_inputs, num_classes)
+      if isinstance(round_runner, secure_rounds.SecureAggregationRounds):
+        # Dropped clients share keys, then vanish: their masks are recovered from shares.
+        output = round_runner.next(state, client_inputs, num_dropped=len(roles.dropped))
+      else:
+        output = round_runner.next(state, client_inputs)
       metrics = round_metrics(output.metrics)
       if fault_config != faults_lib.FaultConfig():
         metrics.update(roles.metrics())
       if epsilon is not None:
         metrics['dp_epsilon'] = epsilon.epsilon_after(round_num)
         metrics['dp_delta'] = epsilon.delta
-      metrics.update(secagg_cost)
       loss = metrics.get('train_loss')
       if loss is not None and not math.isfinite(loss):
         raise NonFiniteLossError(
