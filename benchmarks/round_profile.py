@@ -105,7 +105,7 @@ def main(argv):
   print(f'    client work + aggregation (rest)    {full - overhead:8.3f} s')
   for path, t in in_graph.items():
     print(f'--simulation={path}:')
-    print(f'  packing batches from datasets (old)   {t["datasets"]:8.3f} s')
+    print(f'  datasets built + packed (old path)    {t["datasets"]:8.3f} s')
     print(f'  packing batches by index              {t["by_index"]:8.3f} s')
     print(f'  TF program (all clients) + server step {t["program"]:7.3f} s')
 

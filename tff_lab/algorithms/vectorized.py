@@ -17,7 +17,7 @@ program runs the whole round, the server's weighted mean included. Two schedules
   clients at once with `tf.vectorized_map` over per-client copies of the weights (batched
   matmuls). Every client pays for the longest client's steps; on 2 CPU cores it is slower than
   the sequential loop, and for convolutions pfor falls back to a loop (`Conv2DBackpropFilter`).
-  Meant for accelerators.
+  It may pay off where batched matmuls are cheap (accelerators; not measured: none here).
 
 Per client k (identical to `tff_lab.algorithms.client_work` with an SGD client optimiser):
 

@@ -196,14 +196,15 @@ class ClientBatchPacker:
     for k, (plan, client, rows) in enumerate(zip(plans, arrays, indices)):
       valid = rows >= 0
       take = np.where(valid, rows, 0)
-      x[k, :len(rows)] = np.where(valid.reshape(valid.shape + (1,) * (client['x'].ndim - 1)),
-                                  client['x'][take], 0)
-      labels = client['y'][take]
+      steps_k = len(rows)
+      np.take(client['x'], take, axis=0, out=x[k, :steps_k])
+      np.take(client['y'], take, axis=0, out=y[k, :steps_k])
+      x[k, :steps_k][~valid] = 0  # padding past a short batch is zero, as in pack_client_datasets
+      y[k, :steps_k][~valid] = 0
       if plan.flip_labels:
-        labels = faults_lib.flipped_labels(labels, task.prediction_kind,
-                                           self._num_classes).astype(labels.dtype)
-      y[k, :len(rows)] = np.where(valid.reshape(valid.shape + (1,) * (labels.ndim - 2)), labels, 0)
-      mask[k, :len(rows)] = valid
+        y[k, :steps_k][valid] = faults_lib.flipped_labels(
+            y[k, :steps_k][valid], task.prediction_kind, self._num_classes)
+      mask[k, :steps_k] = valid
     if not mask.any():
       raise ValueError('every sampled client has an empty dataset')
     return {'x': x, 'y': y, 'example_mask': mask}
