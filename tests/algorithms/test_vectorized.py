@@ -113,3 +113,46 @@ def test_unknown_client_loop():
   with pytest.raises(ValueError, match='client_loop must be one of'):
     vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),
                                 client_loop='threads')
+
+
+def test_plans_with_update_attacks_are_refused():
+  task = tasks.create_task('seed_linear')
+  rounds = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0))
+  config = faults.FaultConfig(byzantine_fraction=0.4, attack='sign_flip')
+  sampled = loop.sample_clients(task.train_data.client_ids, 5, 0, 1)
+  plans = faults.plan_client_inputs(task, sampled, faults.assign_roles(sampled, config, 0, 1),
+                                    config, 0, 1, lambda p: p)
+  with pytest.raises(ValueError, match='does not simulate update attacks'):
+    rounds.pack(plans)
+  rounds.close()
+
+
+@pytest.mark.parametrize('client_loop', vectorized.CLIENT_LOOPS)
+def test_clients_in_groups_give_the_same_round(client_loop):
+  # 8 clients run as groups of 3, 3 and 2 programs: the sums add up to the one-program round.
+  tf.random.set_seed(0)
+  task = tasks.create_task('digits', {'model': 'mlp', 'num_clients': 10, 'seed': 3})
+  process = algorithms.create_learning_process(
+      'fedavg', task, algorithms.create_optimizer('sgd', 0.1),
+      algorithms.create_optimizer('sgd', 1.0))
+  state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, 0))
+  sampled = loop.sample_clients(task.train_data.client_ids, 8, 0, 1)
+  no_faults = faults.FaultConfig()
+  plans = faults.plan_client_inputs(task, sampled, faults.assign_roles(sampled, no_faults, 0, 1),
+                                    no_faults, 0, 1, lambda p: 7 + p)
+  outs = []
+  for group in (128, 3):
+    rounds = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),
+                                         client_loop=client_loop, clients_per_program=group)
+    outs.append(rounds.next(state, plans))
+    rounds.close()
+  whole, grouped = outs
+  for a, b in zip(whole.state.global_model_weights.trainable,
+                  grouped.state.global_model_weights.trainable):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  a, b = whole.metrics['client_work']['train'], grouped.metrics['client_work']['train']
+  assert a['num_examples'] == b['num_examples'] and a['num_batches'] == b['num_batches']
+  assert a['loss'] == pytest.approx(b['loss'], rel=1e-6)
+  with pytest.raises(ValueError, match='clients_per_program must be >= 1'):
+    vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),
+                                clients_per_program=0)

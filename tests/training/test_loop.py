@@ -136,3 +136,14 @@ def test_secure_aggregation_refuses_a_model_aggregator(tmp_path):
   with pytest.raises(config_lib.ConfigError, match='cannot be combined with a model_aggregator'):
     loop.run_experiment(cfg, model_aggregator=object())
   assert not (tmp_path / 'experiment').exists()  # refused before anything was built or written
+
+
+@pytest.mark.parametrize('aggregation', [{}, {'aggregator': 'median'}])
+def test_unweighted_fedavg_with_update_attacks_runs(tmp_path, aggregation):
+  cfg = config_lib.ExperimentConfig(
+      task='seed_linear', algorithm='fedavg_unweighted', rounds=2, clients_per_round=5,
+      eval_every=0, byzantine_fraction=0.2, attack='sign_flip', aggregation=aggregation,
+      root_output_dir=str(tmp_path), experiment_name='e', progress=False)
+  summary = loop.run_experiment(cfg)
+  assert summary['final_metrics']['faults/byzantine'] == 1
+  assert np.isfinite(summary['final_metrics']['train_loss'])

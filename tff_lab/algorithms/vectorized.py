@@ -6,7 +6,9 @@ dominated by per-client overhead, not arithmetic (BUILD.md, "Where a round's tim
 paths keep the mathematics and change only the scheduling (FedJAX's `for_each_client` idea): the
 sampled clients' batches are packed into one tensor [clients, steps, batch, ...]
 (`tff_lab.data.packing`, by example indices, without building tf.data datasets) and one TF
-program runs the whole round, the server's weighted mean included. Two schedules:
+program runs the whole round, the server's weighted mean included (a round of more than
+`clients_per_program` clients runs the program on consecutive groups and adds their sums, so its
+memory is bounded). Two schedules:
 
 * `client_loop='sequential'` (`--simulation=fused`): a `tf.while_loop` over clients, each running
   its own `tf.while_loop` over its local steps on the unbatched model; two clients overlap
@@ -81,7 +83,8 @@ class VectorizedRounds:
 
   def __init__(self, task: task_lib.Task, client_learning_rate: float,
                server_optimizer: tff.learning.optimizers.Optimizer, mu: float = 0.0,
-               weighted: bool = True, client_loop: str = 'sequential'):
+               weighted: bool = True, client_loop: str = 'sequential',
+               clients_per_program: int = 128):
     """Builds the round program.
 
     Args:
@@ -91,9 +94,14 @@ class VectorizedRounds:
       mu: FedProx's proximal weight (0: FedAvg).
       weighted: Weight client updates by their number of examples (else equally).
       client_loop: `sequential` or `vectorized_map` (see the module docstring).
+      clients_per_program: Clients packed into one run of the program; a round with more runs
+        it on consecutive groups and adds their sums (float32 round-off apart, the same round).
     """
     if client_loop not in CLIENT_LOOPS:
       raise ValueError(f'client_loop must be one of {CLIENT_LOOPS}, got {client_loop!r}')
+    if clients_per_program < 1:
+      raise ValueError(f'clients_per_program must be >= 1, got {clients_per_program}')
+    self._clients_per_program = clients_per_program
     self._server_optimizer = server_optimizer
     self._weighted = weighted
     self._task = task
@@ -118,7 +126,7 @@ class VectorizedRounds:
                                   float(client_learning_rate), float(mu), self._w0)
       build = (self._sequential_clients if client_loop == 'sequential'
                else self._vectorized_clients)
-      self._outputs = self._mean_and_metrics(*build(step_fn))
+      self._outputs = self._sums(*build(step_fn))
     self._session = tf.compat.v1.Session(graph=self._graph)
 
   def _client_weight(self, num_examples, finite):
@@ -185,16 +193,17 @@ class VectorizedRounds:
     return (weighted_sum, weight_sum, loss_sum, correct_sum, tf.reduce_sum(mask), batches,
             non_finite)
 
-  def _mean_and_metrics(self, weighted_sum, weight_sum, loss_sum, correct, num_examples,
-                        num_batches, non_finite):
+  def _sums(self, weighted_sum, weight_sum, loss_sum, correct, num_examples, num_batches,
+            non_finite):
     return collections.OrderedDict(
-        mean_delta=[tf.math.divide_no_nan(s, weight_sum) for s in weighted_sum],
-        loss_sum=loss_sum, correct=correct, num_examples=num_examples, num_batches=num_batches,
-        non_finite=non_finite)
+        weighted_sum=weighted_sum, weight_sum=weight_sum, loss_sum=loss_sum, correct=correct,
+        num_examples=num_examples, num_batches=num_batches, non_finite=non_finite)
 
   def pack(self, client_inputs: Sequence[Any]) -> dict[str, np.ndarray]:
     """The round's arrays from `ClientPlan`s (by index, fast) or from finished datasets."""
     if client_inputs and isinstance(client_inputs[0], faults_lib.ClientPlan):
+      if any(plan.attack is not None for plan in client_inputs):
+        raise ValueError('in-graph simulation does not simulate update attacks')
       if self._packer is not None:
         return self._packer.pack(client_inputs)
       client_inputs = faults_lib.materialize_client_inputs(
@@ -209,16 +218,26 @@ class VectorizedRounds:
       client_inputs: `tff_lab.faults.ClientPlan`s (the fast path: packed by index), or the
         preprocessed datasets `process.next` would take.
     """
-    packed = self.pack(client_inputs)
     weights = state.global_model_weights
-    feed = {**dict(zip(self._w0, weights.trainable)), self._x: packed['x'],
-            self._y: packed['y'], self._mask: packed['example_mask']}
-    out = self._session.run(self._outputs, feed)
+    # At most `clients_per_program` clients per run, so a round's packed batches (and the
+    # vectorised path's per-client weight copies) stay bounded however many clients it has.
+    out = None
+    for start in range(0, len(client_inputs), self._clients_per_program):
+      packed = self.pack(client_inputs[start:start + self._clients_per_program])
+      feed = {**dict(zip(self._w0, weights.trainable)), self._x: packed['x'],
+              self._y: packed['y'], self._mask: packed['example_mask']}
+      part = self._session.run(self._outputs, feed)
+      out = part if out is None else tf.nest.map_structure(np.add, out, part)
+    if out is None or not out['num_examples']:
+      raise ValueError('every sampled client has an empty dataset')
+    weight_sum = np.float32(out['weight_sum'])
+    mean_delta = [s / weight_sum if weight_sum else np.zeros_like(s)  # as tf.divide_no_nan
+                  for s in out['weighted_sum']]
     # The server step, exactly as TFF's `build_apply_optimizer_finalizer`.
     as_tensors = lambda structure: tf.nest.map_structure(tf.convert_to_tensor, structure)
     optimizer_state, new_trainable = self._server_optimizer.next(
         as_tensors(state.finalizer), as_tensors(list(weights.trainable)),
-        as_tensors(list(out['mean_delta'])))
+        as_tensors(mean_delta))
     new_weights = tff.learning.models.ModelWeights(
         trainable=[np.asarray(w) for w in new_trainable],
         non_trainable=list(weights.non_trainable))

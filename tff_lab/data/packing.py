@@ -205,6 +205,4 @@ class ClientBatchPacker:
         y[k, :steps_k][valid] = faults_lib.flipped_labels(
             y[k, :steps_k][valid], task.prediction_kind, self._num_classes)
       mask[k, :steps_k] = valid
-    if not mask.any():
-      raise ValueError('every sampled client has an empty dataset')
     return {'x': x, 'y': y, 'example_mask': mask}

@@ -157,8 +157,8 @@ class ClientPlan:
 
 
 def plan_client_inputs(task: task_lib.Task, sampled: Sequence[str], roles: RoundRoles,
-                       config: FaultConfig, seed: int, round_num: int, shuffle_seed_fn,
-                       num_examples_fn=None) -> list[ClientPlan]:
+                       config: FaultConfig, seed: int, round_num: int, shuffle_seed_fn
+                       ) -> list[ClientPlan]:
   """The plans of this round's reporting clients, faults applied, in sampling order.
 
   Args:
@@ -169,12 +169,7 @@ def plan_client_inputs(task: task_lib.Task, sampled: Sequence[str], roles: Round
     seed, round_num: Seed the stragglers' reduced work and the Gaussian attack's noise.
     shuffle_seed_fn: `(position) -> int`, the tf.data shuffle seed of the client at a position in
       `sampled` (the same seeds as a fault-free run, so faults change nothing else).
-    num_examples_fn: `(client_id) -> int`, a client's number of raw examples (only stragglers
-      need it); default: the cardinality of its TFF dataset.
   """
-  if num_examples_fn is None:
-    num_examples_fn = lambda cid: int(task.train_data.create_tf_dataset_for_client(cid)
-                                      .cardinality())
   straggler_rng = _rng(seed, round_num, 1)
   byzantine, dropped, stragglers = set(roles.byzantine), set(roles.dropped), set(roles.stragglers)
   plans = []
@@ -183,7 +178,8 @@ def plan_client_inputs(task: task_lib.Task, sampled: Sequence[str], roles: Round
       continue
     spec = task.train_spec
     if cid in stragglers:
-      spec = straggler_task(task, num_examples_fn(cid), straggler_rng).train_spec
+      num_examples = int(task.train_data.create_tf_dataset_for_client(cid).cardinality())
+      spec = straggler_task(task, num_examples, straggler_rng).train_spec
     attack = None
     if config.update_attacks:
       attack_seed = int(_rng(seed, round_num, 2 + position).integers(2**31 - 1))

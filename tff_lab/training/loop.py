@@ -99,8 +99,10 @@ def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
   if model_aggregator is None:  # the stack's plain mean is TFF's MeanFactory, plus byte counts
     # With secure aggregation this is the plain-sum process whose state (same structure) the
     # secure round runner advances: the masking protocol is not a tff.aggregators factory.
+    # With update attacks every algorithm composes tff_lab's client work with a weighted
+    # aggregator (fedavg_unweighted's clients then report weight 1).
     model_aggregator = aggregators.create_aggregator(
-        weighted=config.algorithm != 'fedavg_unweighted',
+        weighted=config.algorithm != 'fedavg_unweighted' or config.faults.update_attacks,
         **aggregators.without_secure_aggregation(config.aggregation_settings()))
   return algorithms_registry.create_learning_process(
       config.algorithm, task, client_opt, server_opt, mu=config.mu,
