@@ -9,10 +9,11 @@ Each round every client's update is clipped to global L2 norm C, the clipped upd
 (by `record_aggregation_factory`: a plain sum, or compression below it), the server
 adds N(0, (zC)² I) and divides by `clients_per_round` (a fixed denominator: McMahan et al.'s f̃_f
 with unit weights). With `--secure_aggregation` the same clip, noise and denominator are applied
-around the masking protocol by `tff_lab.algorithms.secure_rounds` (dp='fixed' only). The mean thus carries noise of std zC/m per coordinate. Adaptive clipping
-updates C ← C·exp(−η(b̃ − γ)) after each round, b̃ being the noised fraction of clients that were
-not clipped; z is then the *total* noise multiplier, split between the update noise
-z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2) and the noise σ_b (default 0.05·m) on the unclipped count.
+around the masking protocol by `tff_lab.algorithms.secure_rounds` (dp='fixed' only). The mean
+thus carries noise of std zC/m per coordinate. Adaptive clipping updates C ← C·exp(−η(b̃ − γ))
+after each round, b̃ being the noised fraction of clients that were not clipped; z is then the
+*total* noise multiplier, split between the update noise z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2) and the
+noise σ_b (default 0.05·m) on the unclipped count.
 
 The queries are exactly those of TFF's `DifferentiallyPrivateFactory.gaussian_fixed` and
 `.gaussian_adaptive` (same tensorflow-privacy queries and defaults: initial clip 0.1, γ = 0.5,
