@@ -31,7 +31,6 @@ from tff_lab import faults  # pylint: disable=g-import-not-at-top
 from tff_lab.algorithms import vectorized  # pylint: disable=g-import-not-at-top
 from tff_lab.data import packing  # pylint: disable=g-import-not-at-top
 from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
-from tff_lab.training import loop  # pylint: disable=g-import-not-at-top
 
 sys.path.insert(0, 'benchmarks')
 import scaling_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -41,14 +40,10 @@ _ROUNDS = flags.DEFINE_integer('profile_rounds', 3, 'Timed rounds.')
 
 
 def _datasets(task, r):
-  return [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c),
-                                seed=loop.client_shuffle_seed(0, r, i))
-          for i, c in enumerate(task.train_data.client_ids)]
+  return faults.materialize_client_inputs(task, _plans(task, r), num_classes=10)
 
 
-def _plans(task, r):
-  return [faults.ClientPlan(c, loop.client_shuffle_seed(0, r, i), task.train_spec)
-          for i, c in enumerate(task.train_data.client_ids)]
+_plans = scaling_memory.all_client_plans
 
 
 def main(argv):

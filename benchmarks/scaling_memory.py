@@ -67,14 +67,18 @@ def make_task(num_clients: int, examples: int) -> task_lib.Task:
       train_spec=task_lib.ClientSpec(num_epochs=1, batch_size=20, shuffle_buffer_size=examples))
 
 
+def all_client_plans(task: task_lib.Task, round_num: int) -> list:
+  """Every client of `task` in round `round_num`, seeded as the training loop seeds it (seed 0)."""
+  return [faults.ClientPlan(c, loop.client_shuffle_seed(0, round_num, i), task.train_spec)
+          for i, c in enumerate(task.train_data.client_ids)]
+
+
 def time_rounds(runner, state, task, rounds: int, in_graph: bool) -> list[float]:
   """Round times, from the clients' plans to the new state (datasets built for the TFF path)."""
-  ids = list(task.train_data.client_ids)
   seconds = []
   for r in range(rounds + 1):
     t0 = time.perf_counter()
-    plans = [faults.ClientPlan(c, loop.client_shuffle_seed(0, r, i), task.train_spec)
-             for i, c in enumerate(ids)]
+    plans = all_client_plans(task, r)
     inputs = plans if in_graph else faults.materialize_client_inputs(task, plans, 10)
     state = runner.next(state, inputs).state
     if r:  # round 0 is the warm-up (tracing)

@@ -54,7 +54,7 @@ class CachedClientData(tff.simulation.datasets.ClientData):
     arrays = self._cache.get(client_id)
     if arrays is None:
       self.misses += 1
-      arrays = dataset_to_arrays(self._data.create_tf_dataset_for_client(client_id),
+      arrays = _dataset_to_arrays(self._data.create_tf_dataset_for_client(client_id),
                                  self.element_type_structure)
       self._cache[client_id] = arrays
       if self._max_clients is not None and len(self._cache) > self._max_clients:
@@ -68,7 +68,7 @@ class CachedClientData(tff.simulation.datasets.ClientData):
     return tf.data.Dataset.from_tensor_slices(self.client_arrays(client_id))
 
 
-def dataset_to_arrays(dataset: tf.data.Dataset, element_spec):
+def _dataset_to_arrays(dataset: tf.data.Dataset, element_spec):
   """All elements of a finite dataset of fixed-shape elements, stacked into NumPy arrays."""
   examples = list(dataset.as_numpy_iterator())
   return tf.nest.map_structure(

@@ -56,9 +56,9 @@ def _client_batches(datasets: list[tf.data.Dataset]) -> list[list[tuple[np.ndarr
   return [[(b['x'], b['y']) for b in (next(batches) for _ in range(n))] for n in counts]
 
 
-def _padded(shape_rest, dtype, clients: int, steps: int, batch: int):
-  return (np.zeros((clients, steps, batch) + tuple(shape_rest), dtype),
-          np.zeros((clients, steps, batch), np.float32))
+def _zeros(example: np.ndarray, clients: int, steps: int, batch: int) -> np.ndarray:
+  """Zeros [clients, steps, batch, ...] of `example`'s per-example shape and dtype."""
+  return np.zeros((clients, steps, batch) + example.shape[1:], example.dtype)
 
 
 def pack_client_datasets(datasets: list[tf.data.Dataset]) -> dict[str, np.ndarray]:
@@ -74,8 +74,8 @@ def pack_client_datasets(datasets: list[tf.data.Dataset]) -> dict[str, np.ndarra
   first = next((c[0] for c in clients if c), None)
   if first is None:
     raise ValueError('every sampled client has an empty dataset')
-  x, mask = _padded(first[0].shape[1:], first[0].dtype, len(clients), steps, batch)
-  y, _ = _padded(first[1].shape[1:], first[1].dtype, len(clients), steps, batch)
+  x, y = (_zeros(a, len(clients), steps, batch) for a in first)
+  mask = np.zeros((len(clients), steps, batch), np.float32)
   for k, batches in enumerate(clients):
     for s, (xb, yb) in enumerate(batches):
       x[k, s, :len(yb)] = xb
@@ -191,8 +191,8 @@ class ClientBatchPacker:
     indices = batch_indices([len(a['y']) for a in arrays], [p.shuffle_seed for p in plans],
                             [p.train_spec for p in plans], task.shuffle_buffer_size, batch)
     steps = max(1, max(len(i) for i in indices))
-    x, mask = _padded(arrays[0]['x'].shape[1:], arrays[0]['x'].dtype, len(plans), steps, batch)
-    y, _ = _padded(arrays[0]['y'].shape[1:], arrays[0]['y'].dtype, len(plans), steps, batch)
+    x, y = (_zeros(arrays[0][key], len(plans), steps, batch) for key in ('x', 'y'))
+    mask = np.zeros((len(plans), steps, batch), np.float32)
     for k, (plan, client, rows) in enumerate(zip(plans, arrays, indices)):
       valid = rows >= 0
       take = np.where(valid, rows, 0)
