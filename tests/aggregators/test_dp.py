@@ -87,3 +87,16 @@ def test_bad_arguments_are_refused_before_tracing(kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     dp.create_dp_factory(**args)
+
+
+def test_the_stack_declares_the_dp_mechanism_it_builds_and_no_other():
+  from tff_lab import aggregators  # pylint: disable=g-import-not-at-top
+  for weighted in (True, False):
+    factory = aggregators.create_aggregator(weighted=weighted, dp='fixed', clip_norm=0.3,
+                                            noise_multiplier=0.7, clients_per_round=8)
+    assert dp.mechanism_of(factory) == dp.GaussianMechanism(0.7, 8, 0.3, adaptive=False)
+    adaptive = aggregators.create_aggregator(weighted=weighted, dp='adaptive',
+                                             noise_multiplier=0.2, clients_per_round=8)
+    assert dp.mechanism_of(adaptive).adaptive and dp.mechanism_of(adaptive).clip_norm == 0.1
+    for settings in ({}, {'clip_norm': 0.3}, {'aggregator': 'median'}):
+      assert dp.mechanism_of(aggregators.create_aggregator(weighted=weighted, **settings)) is None

@@ -147,3 +147,75 @@ def test_unweighted_fedavg_with_update_attacks_runs(tmp_path, aggregation):
   summary = loop.run_experiment(cfg)
   assert summary['final_metrics']['faults/byzantine'] == 1
   assert np.isfinite(summary['final_metrics']['train_loss'])
+
+
+# ε is claimed only by the mechanism that adds the noise (issue: a false ε with a user aggregator).
+
+
+def _seed_linear(tmp_path, **kwargs):
+  return config_lib.ExperimentConfig(
+      task='seed_linear', rounds=2, clients_per_round=4, eval_every=0,
+      root_output_dir=str(tmp_path), experiment_name='e', progress=False, **kwargs)
+
+
+def _csv_rows(tmp_path):
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(tmp_path / 'e' / 'metrics.csv') as f:
+    return list(csv.DictReader(f))
+
+
+def test_user_aggregator_with_dp_settings_is_refused_before_anything_is_written(tmp_path):
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  cfg = _seed_linear(tmp_path, aggregation={'dp': 'fixed', 'clip_norm': 0.5,
+                                            'noise_multiplier': 1.0})
+  with pytest.raises(config_lib.ConfigError, match='would be ignored'):
+    loop.run_experiment(cfg, model_aggregator=tff.aggregators.MeanFactory())
+  assert not (tmp_path / 'e').exists()
+
+
+def test_user_aggregator_without_a_declared_mechanism_reports_no_epsilon(tmp_path):
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  # TFF's own DP factory adds noise, but declares no tff_lab mechanism: nothing is claimed.
+  noised = tff.aggregators.as_weighted_aggregator(
+      tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(1.0, 4, 0.5))
+  for factory in (tff.aggregators.MeanFactory(), noised):
+    summary = loop.run_experiment(_seed_linear(tmp_path, overwrite=True), model_aggregator=factory)
+    assert 'dp_epsilon' not in _csv_rows(tmp_path)[0]
+    assert 'dp_epsilon' not in summary['final_metrics']
+
+
+def test_epsilon_comes_from_the_user_mechanisms_own_noise_multiplier(tmp_path):
+  from tff_lab.aggregators import dp  # pylint: disable=g-import-not-at-top
+  from tff_lab.privacy import accounting  # pylint: disable=g-import-not-at-top
+  factory = dp.create_dp_factory('fixed', 2.5, clients_per_round=4, clip_norm=0.5, weighted=True)
+  loop.run_experiment(_seed_linear(tmp_path), model_aggregator=factory)
+  rows = _csv_rows(tmp_path)
+  population = 10  # seed_linear's clients
+  for r in rows:  # the factory's z = 2.5, not the config's (it has none)
+    assert float(r['dp_epsilon']) == pytest.approx(
+        accounting.epsilon(2.5, 4, population, int(r['round']), accounting.default_delta(10)))
+
+
+def test_user_aggregator_of_the_wrong_kind_or_backend_is_refused(tmp_path):
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  with pytest.raises(config_lib.ConfigError, match='needs a tff.aggregators.Weighted'):
+    loop.run_experiment(_seed_linear(tmp_path, algorithm='fedavg_unweighted',
+                                     byzantine_fraction=0.25, attack='sign_flip'),
+                        model_aggregator=tff.aggregators.UnweightedMeanFactory())
+  with pytest.raises(config_lib.ConfigError, match='needs a tff.aggregators.Unweighted'):
+    loop.run_experiment(_seed_linear(tmp_path, algorithm='fedavg_unweighted'),
+                        model_aggregator=tff.aggregators.MeanFactory())
+  with pytest.raises(config_lib.ConfigError, match='cannot run a model_aggregator'):
+    loop.run_experiment(_seed_linear(tmp_path, simulation='fused'),
+                        model_aggregator=tff.aggregators.MeanFactory())
+  assert not (tmp_path / 'e').exists()
+
+
+def test_secure_aggregation_with_dp_reports_the_runners_own_mechanism(tmp_path):
+  from tff_lab.privacy import accounting  # pylint: disable=g-import-not-at-top
+  cfg = _seed_linear(tmp_path, algorithm='fedavg_unweighted', aggregation={
+      'secure_aggregation': True, 'dp': 'fixed', 'clip_norm': 0.5, 'noise_multiplier': 1.5})
+  loop.run_experiment(cfg)
+  for r in _csv_rows(tmp_path):
+    assert float(r['dp_epsilon']) == pytest.approx(
+        accounting.epsilon(1.5, 4, 10, int(r['round']), accounting.default_delta(10)))

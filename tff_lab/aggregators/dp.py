@@ -26,11 +26,17 @@ unweighted. Use it with `fedavg_unweighted`. For processes that exist only weigh
 ignores the example-count weights: those runs then average uniformly.
 
 ε for these rounds comes from `tff_lab.privacy.accounting`, with the same z, m and population.
+Only the mechanism that adds the noise may claim it: `create_dp_factory` attaches a
+`GaussianMechanism` holding its own z, C and m to the factory it returns (`mechanism_of`), the
+aggregator stack carries it to the factory it composes, and the training loop reports ε only
+for a factory (or round runner) that declares one. A factory that adds no noise declares none,
+so no ε is reported for it, whatever the experiment's settings say.
 """
 
+import dataclasses
 import math
 import numbers
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import tensorflow_federated as tff
 import tensorflow_privacy as tfp
@@ -41,6 +47,47 @@ DEFAULT_INITIAL_CLIP = 0.1
 DEFAULT_TARGET_QUANTILE = 0.5
 DEFAULT_CLIP_LEARNING_RATE = 0.2
 DEFAULT_CLIPPED_COUNT_STDDEV_PER_CLIENT = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianMechanism:
+  """The Gaussian mechanism one DP aggregator applies each round, as the aggregator built it.
+
+  Attributes:
+    noise_multiplier: z: the noise std on the sum of clipped updates over the clip norm (TFF's
+      total noise multiplier with adaptive clipping).
+    clients_per_round: m: the mean's fixed denominator and the expected clients per round.
+    clip_norm: The L2 clip C (fixed), or the initial clip (adaptive).
+    adaptive: Whether the clip adapts (Andrew et al. 2021).
+  """
+
+  noise_multiplier: float
+  clients_per_round: int
+  clip_norm: float
+  adaptive: bool
+
+
+# The attribute under which a factory or a round runner declares the mechanism it applies.
+MECHANISM_ATTRIBUTE = 'dp_mechanism'
+
+
+def attach_mechanism(factory: Any, mechanism: Optional[GaussianMechanism]) -> Any:
+  """Declares that `factory` applies `mechanism` (nothing for None); returns `factory`."""
+  if mechanism is not None:
+    setattr(factory, MECHANISM_ATTRIBUTE, mechanism)
+  return factory
+
+
+def mechanism_of(aggregator: Any) -> Optional[GaussianMechanism]:
+  """The `GaussianMechanism` that `aggregator` (a factory or a round runner) declares, or None.
+
+  None means that no tff_lab DP mechanism is known to run in it, so no ε may be reported.
+  """
+  mechanism = getattr(aggregator, MECHANISM_ATTRIBUTE, None)
+  if mechanism is not None and not isinstance(mechanism, GaussianMechanism):
+    raise TypeError(f'{type(aggregator).__name__}.{MECHANISM_ATTRIBUTE} must be a '
+                    f'GaussianMechanism, got {type(mechanism).__name__}')
+  return mechanism
 
 
 def check_dp_args(dp: str, noise_multiplier: float, clients_per_round: int,
@@ -148,4 +195,9 @@ def create_dp_factory(
                     float(clip_learning_rate),
                     None if clipped_count_stddev is None else float(clipped_count_stddev))
   factory = tff.aggregators.DifferentiallyPrivateFactory(query, record_aggregation_factory)
-  return tff.aggregators.as_weighted_aggregator(factory) if weighted else factory
+  if weighted:
+    factory = tff.aggregators.as_weighted_aggregator(factory)
+  return attach_mechanism(factory, GaussianMechanism(
+      noise_multiplier=float(noise_multiplier), clients_per_round=int(clients_per_round),
+      clip_norm=float(DEFAULT_INITIAL_CLIP if clip_norm is None else clip_norm),
+      adaptive=dp == 'adaptive'))

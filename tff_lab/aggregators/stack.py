@@ -264,9 +264,10 @@ def create_aggregator(weighted: bool = True, **settings) -> tff.aggregators.Aggr
   if s.compression != 'none':
     value_sum = compression_lib.CompressedSumFactory(codec)
   # 2. The rule.
+  dp_factory = None
   if s.dp != 'none':
     # HOOK (dp.py, another module): the unweighted DP mean, summing records with `value_sum`.
-    factory = _extension('dp', f'dp={s.dp!r}').create_dp_factory(
+    factory = dp_factory = _extension('dp', f'dp={s.dp!r}').create_dp_factory(
         s.dp, s.noise_multiplier, s.clients_per_round, s.clip_norm, s.adaptive_clip,
         record_aggregation_factory=value_sum)
   elif s.aggregator == 'mean':
@@ -283,6 +284,11 @@ def create_aggregator(weighted: bool = True, **settings) -> tff.aggregators.Aggr
   # 1. Clipping (DP clips inside its own factory).
   if s.dp == 'none' and (s.clip_norm is not None or s.adaptive_clip):
     factory = _clipping(factory, s)
+  # The DP factory's declared mechanism (its own z, C, m) stays visible through the wrappers,
+  # so that ε is reported only where the noise is added.
+  if dp_factory is not None:
+    dp_lib = _extension('dp', f'dp={s.dp!r}')
+    dp_lib.attach_mechanism(factory, dp_lib.mechanism_of(dp_factory))
   return factory
 
 

@@ -116,6 +116,7 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.aggregators import differential_privacy as tff_dp
 from tensorflow_federated.python.aggregators import robust as tff_robust
 
+from tff_lab.aggregators import dp as dp_lib
 from tff_lab.aggregators import stack
 from tff_lab.algorithms import registry
 from tff_lab.privacy import secagg
@@ -328,6 +329,11 @@ class SecureAggregationRounds:
       raise ValueError('SecureAggregationRounds needs settings with secure_aggregation=True')
     self._settings = settings
     self._dp = settings.dp == 'fixed'
+    # The Gaussian mechanism this runner applies after unmasking (ε is reported from it).
+    self.dp_mechanism = dp_lib.GaussianMechanism(
+        noise_multiplier=float(settings.noise_multiplier),
+        clients_per_round=int(settings.clients_per_round), clip_norm=float(settings.clip_norm),
+        adaptive=False) if self._dp else None
     self._weighted = algorithm != 'fedavg_unweighted' and not self._dp
     client_work = registry.create_client_work(algorithm, task, client_optimizer, mu,
                                               with_attacks)

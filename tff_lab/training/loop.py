@@ -33,6 +33,7 @@ import tqdm
 from tff_lab import aggregators
 from tff_lab import faults as faults_lib
 from tff_lab import runtime
+from tff_lab.aggregators import dp as dp_lib
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.algorithms import secure_rounds
@@ -91,22 +92,89 @@ def _server_optimizer(config: config_lib.ExperimentConfig) -> tff.learning.optim
       config.server_optimizer, config.server_learning_rate, **config.server_optimizer_hparams)
 
 
+def needs_weighted_aggregator(config: config_lib.ExperimentConfig) -> bool:
+  """Whether the run's learning process takes a weighted `tff.aggregators` factory.
+
+  Every algorithm but `fedavg_unweighted` is weighted; with update attacks every algorithm
+  composes tff_lab's client work with a weighted aggregator (fedavg_unweighted's clients then
+  report weight 1).
+  """
+  return config.algorithm != 'fedavg_unweighted' or config.faults.update_attacks
+
+
+def check_model_aggregator(config: config_lib.ExperimentConfig, model_aggregator) -> None:
+  """Refuses a user `model_aggregator` that the run could not honour, before any tracing.
+
+  Raises:
+    ConfigError: If it is not a factory of the kind the algorithm needs, if the config's own
+      aggregation settings would be silently dropped for it (with `dp` set, ε would be reported
+      for noise no mechanism adds), or if the backend does not run user aggregators.
+  """
+  if model_aggregator is None:
+    return
+  if config.aggregation.get('secure_aggregation'):
+    raise config_lib.ConfigError('secure_aggregation aggregates with its own protocol; it cannot '
+                                 'be combined with a model_aggregator')
+  if config.aggregation:
+    raise config_lib.ConfigError(
+        f'model_aggregator replaces the aggregation stack, so the aggregation settings '
+        f'{sorted(config.aggregation)} would be ignored; give one or the other (a DP aggregator '
+        'of your own declares its mechanism with tff_lab.aggregators.dp.attach_mechanism)')
+  if config.simulation != 'tff':
+    raise config_lib.ConfigError(
+        f'--simulation={config.simulation} aggregates with the plain mean in-graph and cannot '
+        'run a model_aggregator; use --simulation=tff')
+  weighted = needs_weighted_aggregator(config)
+  kind = (tff.aggregators.WeightedAggregationFactory if weighted
+          else tff.aggregators.UnweightedAggregationFactory)
+  if not isinstance(model_aggregator, kind):
+    why = (' (update attacks compose every algorithm with a weighted aggregator)'
+           if config.faults.update_attacks and config.algorithm == 'fedavg_unweighted' else '')
+    raise config_lib.ConfigError(
+        f'--algorithm={config.algorithm} needs a tff.aggregators.{kind.__name__}{why}, got '
+        f'{type(model_aggregator).__name__}; wrap an unweighted factory with '
+        'tff.aggregators.as_weighted_aggregator')
+
+
+def create_model_aggregator(config: config_lib.ExperimentConfig, model_aggregator=None
+                            ) -> tff.aggregators.AggregationFactory:
+  """The run's aggregation factory: `model_aggregator`, or the stack of `config.aggregation`.
+
+  The stack's plain mean is TFF's MeanFactory, plus byte counts. With secure aggregation this is
+  the plain-sum factory of the process whose state (same structure) the secure round runner
+  advances: the masking protocol is not a tff.aggregators factory.
+  """
+  if model_aggregator is not None:
+    return model_aggregator
+  return aggregators.create_aggregator(
+      weighted=needs_weighted_aggregator(config),
+      **aggregators.without_secure_aggregation(config.aggregation_settings()))
+
+
 def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
                   model_aggregator=None) -> tff.learning.templates.LearningProcess:
+  """The TFF learning process of `config` (aggregating with `create_model_aggregator`)."""
   client_opt = optimizers_lib.create_optimizer(
       config.client_optimizer, config.client_learning_rate, **config.client_optimizer_hparams)
-  server_opt = _server_optimizer(config)
-  if model_aggregator is None:  # the stack's plain mean is TFF's MeanFactory, plus byte counts
-    # With secure aggregation this is the plain-sum process whose state (same structure) the
-    # secure round runner advances: the masking protocol is not a tff.aggregators factory.
-    # With update attacks every algorithm composes tff_lab's client work with a weighted
-    # aggregator (fedavg_unweighted's clients then report weight 1).
-    model_aggregator = aggregators.create_aggregator(
-        weighted=config.algorithm != 'fedavg_unweighted' or config.faults.update_attacks,
-        **aggregators.without_secure_aggregation(config.aggregation_settings()))
   return algorithms_registry.create_learning_process(
-      config.algorithm, task, client_opt, server_opt, mu=config.mu,
-      model_aggregator=model_aggregator, with_attacks=config.faults.update_attacks)
+      config.algorithm, task, client_opt, _server_optimizer(config), mu=config.mu,
+      model_aggregator=create_model_aggregator(config, model_aggregator),
+      with_attacks=config.faults.update_attacks)
+
+
+def create_epsilon_tracker(mechanism: Optional[dp_lib.GaussianMechanism],
+                           config: config_lib.ExperimentConfig, population: int
+                           ) -> Optional[accounting.EpsilonTracker]:
+  """ε after each round, for the mechanism the run really applies; None without one.
+
+  The noise multiplier is the mechanism's own; the sampling is the loop's (clients_per_round of
+  `population` without replacement).
+  """
+  if mechanism is None:
+    return None
+  return accounting.EpsilonTracker(
+      mechanism.noise_multiplier, config.clients_per_round, population,
+      config.dp_delta or accounting.default_delta(population))
 
 
 def _flatten(prefix: str, value: Any, out: dict) -> None:
@@ -179,9 +247,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
       is kept and the metrics of that round are not written.
   """
   config.validate()
-  if model_aggregator is not None and config.aggregation.get('secure_aggregation'):
-    raise config_lib.ConfigError('secure_aggregation aggregates with its own protocol; it cannot '
-                                 'be combined with a model_aggregator')
+  check_model_aggregator(config, model_aggregator)
   task = build_task(config)
   config.validate_against_task(len(task.train_data.client_ids), task.prediction_kind)
   exp_dir = config_lib.prepare_experiment_dir(config)
@@ -195,6 +261,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   # tf.data combines each shuffle's op seed with TF's global seed, so fix the global seed on every
   # (re)start; otherwise a resumed run would shuffle differently from an uninterrupted one.
   tf.random.set_seed(config.seed)
+  model_aggregator = create_model_aggregator(config, model_aggregator)
   process = build_process(config, task, model_aggregator)
   in_graph = config.simulation in config_lib.CLIENT_LOOPS
   if in_graph:
@@ -217,16 +284,15 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
   keras_model = task.model_fn()
   state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer)
-  tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'))
+  tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'), resume_at=start_round)
 
   client_ids = list(task.train_data.client_ids)
   fault_config = config.faults
-  epsilon = None
-  if config.aggregation.get('dp', 'none') != 'none':
-    # ε after each round, for the sampling the loop really does (m of N without replacement).
-    epsilon = accounting.EpsilonTracker(
-        config.aggregation['noise_multiplier'], config.clients_per_round, len(client_ids),
-        config.dp_delta or accounting.default_delta(len(client_ids)))
+  # Only the mechanism that adds the noise reports ε: the secure round runner's (it adds the
+  # noise after unmasking) or the aggregator's; none declared, no ε.
+  epsilon = create_epsilon_tracker(
+      dp_lib.mechanism_of(round_runner if round_runner is not process else model_aggregator),
+      config, len(client_ids))
   num_classes = int(keras_model.output_shape[-1])
   last: dict = {}
   started = time.time()
