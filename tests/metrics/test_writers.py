@@ -1,8 +1,11 @@
-"""metrics.csv: one row per round, truncation on resume, torn rows, new columns; TensorBoard."""
+"""metrics.csv: one row per round, truncation on resume, torn rows, new columns; TensorBoard and
+its truncation on resume (one value per tag and step)."""
 
 import csv
 import glob
+import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -48,3 +51,92 @@ def test_tensorboard_scalars(tmp_path):
   tags = {(v.tag, e.step) for path in events for e in tf.compat.v1.train.summary_iterator(path)
           for v in e.summary.value}
   assert ('train_loss', 3) in tags and not any(t == 'note' for t, _ in tags)
+
+
+def _values(logdir):
+  """(tag, step) -> the list of values the event files hold for it, in file order."""
+  out = {}
+  for path in sorted(glob.glob(os.path.join(str(logdir), '*tfevents*'))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        out.setdefault((v.tag, event.step), []).append(float(tf.make_ndarray(v.tensor)))
+  return out
+
+
+def _write_rounds(logdir, rounds, offset=0.0):
+  w = writers.TensorBoardWriter(str(logdir))
+  for r in rounds:
+    w.write(r, {'train_loss': 1.0 / r + offset, 'eval_accuracy': 0.1 * r + offset})
+  w.close()
+
+
+def test_tensorboard_truncate_after_keeps_one_value_per_step(tmp_path):
+  _write_rounds(tmp_path, range(1, 6))        # a first attempt, killed after round 5 ...
+  _write_rounds(tmp_path, range(4, 8), 100.0)  # ... resumed at 3 without truncation (the old bug)
+  assert _values(tmp_path)[('train_loss', 4)] == pytest.approx([0.25, 100.25])
+  w = writers.TensorBoardWriter(str(tmp_path))
+  assert w.truncate_after(5) > 0
+  w.write(6, {'train_loss': 6.0})
+  w.close()
+  values = _values(tmp_path)
+  assert sorted(values) == sorted([(t, s) for t in ('train_loss', 'eval_accuracy')
+                                   for s in range(1, 6)] + [('train_loss', 6)])
+  assert all(len(v) == 1 for v in values.values()), values
+  # A repeated step keeps its last value; earlier steps are bit-identical to what was written.
+  assert values[('train_loss', 4)] == pytest.approx([100.25])
+  assert values[('train_loss', 2)] == [float(np.float32(0.5))]
+  assert values[('train_loss', 6)] == [6.0]
+  assert len(glob.glob(str(tmp_path / '*tfevents*'))) == 2  # the rewritten file and the new one
+  assert not [n for n in os.listdir(tmp_path) if 'tmp' in n]
+
+
+def test_tensorboard_resume_at_drops_later_steps_and_torn_records(tmp_path):
+  _write_rounds(tmp_path, range(1, 5))
+  (path,) = glob.glob(str(tmp_path / '*tfevents*'))
+  with open(path, 'ab') as f:
+    f.write(b'\x17\x00\x00\x00\x00\x00\x00\x00torn')  # a record cut short by SIGKILL
+  before = {k: v for k, v in _values_until_torn(path).items() if k[1] <= 2}
+  w = writers.TensorBoardWriter(str(tmp_path), resume_at=2)
+  w.close()
+  values = _values(tmp_path)
+  assert values == before and {s for _, s in values} == {1, 2}
+  # Once merged into one file with nothing to drop, the file is left as it is.
+  assert writers.truncate_event_files(str(tmp_path), 2) == 0
+  (path,) = glob.glob(str(tmp_path / '*tfevents*'))
+  stat = os.stat(path)
+  assert writers.truncate_event_files(str(tmp_path), 2) == 0
+  assert os.stat(path).st_mtime_ns == stat.st_mtime_ns and os.stat(path).st_ino == stat.st_ino
+  assert _values(tmp_path) == before
+  assert writers.truncate_event_files(str(tmp_path / 'missing'), 2) == 0
+
+
+def _values_until_torn(path):
+  out = {}
+  try:
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        out.setdefault((v.tag, event.step), []).append(float(tf.make_ndarray(v.tensor)))
+  except tf.errors.DataLossError:
+    pass
+  return out
+
+
+def test_tensorboard_truncation_is_idempotent_after_a_kill_mid_rewrite(tmp_path, monkeypatch):
+  _write_rounds(tmp_path, range(1, 5))
+  _write_rounds(tmp_path, range(3, 6), 10.0)
+  # Killed after the rewritten file replaced the oldest one, before the others were deleted.
+  real_remove = os.remove
+
+  def killed(path):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(os, 'remove', killed)
+  with pytest.raises(KeyboardInterrupt):
+    writers.truncate_event_files(str(tmp_path), 4)
+  monkeypatch.setattr(os, 'remove', real_remove)
+  writers.truncate_event_files(str(tmp_path), 4)
+  values = _values(tmp_path)
+  assert {s for _, s in values} == {1, 2, 3, 4}
+  assert all(len(v) == 1 for v in values.values()), values
+  assert values[('train_loss', 3)] == pytest.approx([10.0 + 1 / 3])
+  assert values[('train_loss', 1)] == [1.0]

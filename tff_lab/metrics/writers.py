@@ -5,13 +5,16 @@ every row), and `truncate_after(round)` rewrites it atomically on resume so that
 after the last checkpoint (or half-written by a kill) are dropped before those rounds are re-run:
 a resumed run ends with exactly one row per round. A metric that first appears in a later round
 (e.g. evaluation columns) extends the header by rewriting the file.
+
+TensorBoard's event files are truncated the same way on resume (`TensorBoardWriter(resume_at=)`,
+`truncate_event_files`), so each round keeps exactly one value per tag.
 """
 
 import csv
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import tensorflow as tf
 
@@ -80,11 +83,103 @@ class CSVMetricsWriter:
       f.flush()
 
 
-class TensorBoardWriter:
-  """Writes every numeric metric as a scalar summary at step = round."""
+def _event_files(logdir: str) -> list[str]:
+  """The event files TensorBoard reads in `logdir`, oldest first (their names start with time)."""
+  if not os.path.isdir(logdir):
+    return []
+  return [os.path.join(logdir, name) for name in sorted(os.listdir(logdir))
+          if 'tfevents' in name and os.path.isfile(os.path.join(logdir, name))]
 
-  def __init__(self, logdir: str):
+
+def _read_events(path: str) -> list[tf.compat.v1.Event]:
+  """The events of one file, up to a record cut short (a kill mid-write) or damaged."""
+  events = []
+  try:
+    for record in tf.data.TFRecordDataset(path):
+      events.append(tf.compat.v1.Event.FromString(record.numpy()))
+  except tf.errors.DataLossError:
+    pass
+  return events
+
+
+def truncate_event_files(logdir: str, round_num: int) -> int:
+  """Rewrites `logdir`'s event files to keep only steps <= round_num, one value per (tag, step).
+
+  The kept events (with their wall times) go into one file that takes the oldest file's name; the
+  other files are then deleted. Each step is atomic (temp file, fsync, rename), and a repeated
+  (tag, step) keeps its last value, so a kill at any point leaves files that the next call turns
+  into the same result.
+
+  Returns:
+    The number of summary values dropped (0: the files were left untouched).
+  """
+  paths = _event_files(logdir)
+  if not paths:
+    return 0
+  events = [e for path in paths for e in _read_events(path)]
+  last = {}
+  for i, event in enumerate(events):
+    for j, value in enumerate(event.summary.value):
+      last[(value.tag, event.step)] = (i, j)
+  kept, dropped, has_version = [], 0, False
+  for i, event in enumerate(events):
+    if event.HasField('file_version'):
+      if not has_version:
+        kept.append(event)
+        has_version = True
+      continue
+    if event.step > round_num:
+      dropped += len(event.summary.value)
+      continue
+    if event.HasField('summary'):
+      values = [v for j, v in enumerate(event.summary.value)
+                if last[(v.tag, event.step)] == (i, j)]
+      dropped += len(event.summary.value) - len(values)
+      if not values:
+        continue
+      if len(values) < len(event.summary.value):
+        event = tf.compat.v1.Event(wall_time=event.wall_time, step=event.step,
+                                   summary=tf.compat.v1.Summary(value=values))
+    kept.append(event)
+  if not dropped and len(paths) == 1:
+    return 0
+  tmp = os.path.join(logdir, '.truncate.tmp')  # no 'tfevents' in the name: TensorBoard skips it
+  with tf.io.TFRecordWriter(tmp) as writer:
+    for event in kept:
+      writer.write(event.SerializeToString())
+  with open(tmp, 'rb') as f:
+    os.fsync(f.fileno())
+  os.replace(tmp, paths[0])
+  for path in paths[1:]:
+    os.remove(path)
+  return dropped
+
+
+class TensorBoardWriter:
+  """Writes every numeric metric as a scalar summary at step = round.
+
+  Args:
+    logdir: The event files' directory.
+    resume_at: If given, a run resumes after this round: existing event files first drop every
+      step after it (see `truncate_after`), as metrics.csv does.
+  """
+
+  def __init__(self, logdir: str, resume_at: Optional[int] = None):
+    self.logdir = logdir
+    if resume_at is not None:
+      truncate_event_files(logdir, resume_at)
     self._writer = tf.summary.create_file_writer(logdir)
+
+  def truncate_after(self, round_num: int) -> int:
+    """Keeps only steps <= round_num in the event files (one value per tag and step).
+
+    Returns:
+      The number of values dropped.
+    """
+    self._writer.close()
+    dropped = truncate_event_files(self.logdir, round_num)
+    self._writer = tf.summary.create_file_writer(self.logdir)
+    return dropped
 
   def write(self, round_num: int, metrics: Mapping[str, Any]) -> None:
     with self._writer.as_default(step=round_num):
