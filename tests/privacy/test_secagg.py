@@ -30,10 +30,10 @@ def test_sum_is_exact_without_dropouts(modulus_bits):
 
 @pytest.mark.parametrize('modulus_bits', [32, 13])
 def test_sum_is_exact_with_dropouts_at_every_stage(modulus_bits):
-  inputs = _inputs(8, 100, modulus_bits)
-  result = secagg.run_protocol(inputs, modulus_bits, threshold=4, drop_after_keys=[7],
+  inputs = _inputs(9, 100, modulus_bits)
+  result = secagg.run_protocol(inputs, modulus_bits, threshold=5, drop_after_keys=[8],
                                drop_after_sharing=[1, 4], drop_after_masking=[2], seed=2)
-  survivors = [0, 2, 3, 5, 6]  # 2 sent its masked input, then dropped: it is in the sum.
+  survivors = [0, 2, 3, 5, 6, 7]  # 2 sent its masked input, then dropped: it is in the sum.
   assert result.included == tuple(survivors)
   np.testing.assert_array_equal(result.sum, _plain_sum(inputs, survivors, modulus_bits))
 
@@ -126,9 +126,9 @@ def test_encoder_round_trip_and_overflow_bound():
 
 def test_counted_bytes_equal_closed_form():
   length, bits = 300, 13
-  result = secagg.run_protocol(_inputs(7, length, bits), bits, threshold=3, drop_after_keys=[6],
-                               drop_after_sharing=[5], drop_after_masking=[4, 3], seed=9)
-  upload, download = secagg.expected_bytes(7, 6, 5, 3, length, bits)
+  result = secagg.run_protocol(_inputs(7, length, bits), bits, threshold=4, drop_after_keys=[6],
+                               drop_after_sharing=[5], drop_after_masking=[4], seed=9)
+  upload, download = secagg.expected_bytes(7, 6, 5, 4, length, bits)
   assert result.cost.total_upload_bytes == upload
   assert result.cost.total_download_bytes == download
   masked_message = secagg.ID_BYTES + -(-length * bits // 8)
@@ -143,3 +143,52 @@ def test_counted_bytes_equal_closed_form():
 def test_bad_arguments_are_refused(kwargs, match):
   with pytest.raises(ValueError, match=match):
     secagg.run_protocol(_inputs(5, 10, 32), **kwargs)
+
+
+@pytest.mark.parametrize('modulus_bits', [32, 13])
+def test_active_security_sums_exactly_with_dropouts_and_costs_the_closed_form(modulus_bits):
+  inputs = _inputs(9, 100, modulus_bits)
+  result = secagg.run_protocol(inputs, modulus_bits, threshold=5, drop_after_keys=[8],
+                               drop_after_sharing=[1, 4], drop_after_masking=[2], seed=2,
+                               active=True)
+  survivors = [0, 2, 3, 5, 6, 7]
+  assert result.included == tuple(survivors)
+  np.testing.assert_array_equal(result.sum, _plain_sum(inputs, survivors, modulus_bits))
+  upload, download = secagg.expected_bytes(9, 8, 6, 5, 100, modulus_bits, active=True)
+  assert (result.cost.total_upload_bytes, result.cost.total_download_bytes) == (upload, download)
+  plain_up, plain_down = secagg.expected_bytes(9, 8, 6, 5, 100, modulus_bits)
+  assert upload - plain_up == secagg.SIGNATURE_BYTES * 9 + (secagg.ID_BYTES + 64) * 5
+
+
+@pytest.mark.parametrize('n, threshold', [(5, 1), (5, 2), (4, 2), (6, 3), (5, 6)])
+def test_thresholds_that_are_not_a_strict_majority_are_refused(n, threshold):
+  with pytest.raises(ValueError, match=r'strict majority .*2t > n') as error:
+    secagg.run_protocol(_inputs(n, 10, 32), threshold=threshold)
+  assert '\n' not in str(error.value)
+
+
+def test_clients_and_shamir_refuse_threshold_one():
+  with pytest.raises(ValueError, match='t=1 every Shamir share is the secret'):
+    secagg.SecAggClient(0, 32, 1, secagg.make_randbytes(0))
+  with pytest.raises(ValueError, match='threshold 1 makes every share the secret'):
+    secagg.shamir_split(5, [1, 2, 3], 1)
+  with pytest.raises(ValueError, match='distinct'):
+    secagg.shamir_split(5, [1, 1, 2], 2)
+
+
+def test_each_stage_is_answered_once_and_in_order():
+  client = secagg.SecAggClient(0, 32, 2, secagg.make_randbytes(0))
+  with pytest.raises(secagg.StageOrderViolation, match='share_keys requested before '
+                     'advertise_keys') as error:
+    client.share_keys(b'')
+  assert str(error.value).startswith('client 0 refuses:') and '\n' not in str(error.value)
+  client.advertise_keys()
+  with pytest.raises(secagg.StageOrderViolation, match='advertise_keys requested again'):
+    client.advertise_keys()
+  with pytest.raises(secagg.StageOrderViolation, match='unmask requested before share_keys'):
+    client.unmask(b'')
+  server = secagg.SecAggServer(4, 32, 2)
+  with pytest.raises(secagg.StageOrderViolation, match='unmask requested before collect_keys'):
+    server.unmask([])
+  assert issubclass(secagg.ProtocolViolation, secagg.SecAggError)
+  assert issubclass(secagg.InsufficientSharesError, secagg.SecAggError)
