@@ -30,6 +30,7 @@ setuptools.setup(
             'tff-lab-worker=tff_lab.runtime.worker_cli:main',
             'tff-lab-dp=tff_lab.privacy.cli:run_app',
             'tff-lab-data-stats=tff_lab.data_stats_cli:main',
+            'tff-lab-reproduce=tff_lab.baselines.cli:run_app',
         ],
     },
 )
