@@ -126,3 +126,75 @@ def test_bad_arguments_are_refused(kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     accounting.epsilon(**args)
+
+
+@pytest.mark.parametrize('sampling,adjacency,detail', [
+    ('fixed', 'replace-one', 'fixed-size sampling without replacement, 10 of 100'),
+    ('poisson', 'add/remove-one', 'Poisson sampling, each of 100 clients independently with '
+                                  'rate q=0.1'),
+])
+def test_accounting_description_names_adjacency_sampling_accountant_and_delta(
+    sampling, adjacency, detail):
+  conv = accounting.Accounting(sampling, 'rdp', 1e-5, 10, 100)
+  assert conv.adjacency == adjacency
+  text = accounting.describe(sampling, 'rdp', 1e-5, 10, 100)
+  assert text == conv.text()
+  for part in (f'{adjacency} adjacency', detail, 'RDP accountant', 'delta=1e-05'):
+    assert part in text
+  as_dict = conv.to_dict()
+  assert as_dict['adjacency'] == adjacency and as_dict['sampling'] == sampling
+  assert as_dict['accountant'] == 'rdp' and as_dict['delta'] == 1e-5
+  assert as_dict['description'] == text
+
+
+def test_accounting_description_refuses_pld_for_fixed_sampling():
+  with pytest.raises(ValueError, match='pld'):
+    accounting.Accounting('fixed', 'pld', 1e-5, 10, 100)
+  with pytest.raises(ValueError, match='delta'):
+    accounting.Accounting('poisson', 'pld', 1.5, 10, 100)
+
+
+def test_mechanism_event_is_round_event():
+  mech = accounting.Mechanism(1.1, 10, 100, 'poisson')
+  assert mech.event() == accounting.round_event(1.1, 10, 100, 'poisson')
+  assert mech.to_dict() == dict(noise_multiplier=1.1, clients_per_round=10, population=100,
+                                sampling='poisson')
+  with pytest.raises(ValueError, match='noise_multiplier'):
+    accounting.Mechanism(0.0, 10, 100)
+
+
+def test_conventions_are_each_accountant_and_pld_is_tighter_under_poisson():
+  z, m, n, rounds, delta = 1.0, 10, 1000, 50, 1e-5
+  got = accounting.epsilon_conventions(z, m, n, rounds, delta)
+  assert [(c.sampling, c.accountant) for c, _ in got] == [
+      ('fixed', 'rdp'), ('poisson', 'rdp'), ('poisson', 'pld')]
+  (_, fixed), (_, rdp), (_, pld) = got
+  assert fixed == pytest.approx(_direct_fixed(z, m, n, rounds, delta), rel=1e-12)
+  assert rdp == pytest.approx(_direct_poisson(z, m, n, rounds, delta), rel=1e-12)
+  assert pld == pytest.approx(_direct_poisson(z, m, n, rounds, delta, pld=True), rel=1e-9)
+  assert pld < rdp < fixed
+
+
+def test_pld_calibration_round_trip_and_below_rdp():
+  target, m, n, rounds, delta = 0.5, 10, 1000, 5, 1e-5
+  z_pld = accounting.noise_multiplier_for_epsilon(target, m, n, rounds, delta, accountant='pld',
+                                                  sampling='poisson')
+  z_rdp = accounting.noise_multiplier_for_epsilon(target, m, n, rounds, delta, sampling='poisson')
+  eps = _direct_poisson(z_pld, m, n, rounds, delta, pld=True)
+  assert eps <= target + 1e-9
+  assert eps == pytest.approx(target, rel=1e-3)
+  assert z_pld < z_rdp
+
+
+@pytest.mark.parametrize('eps,delta,population,expected', [
+    (1.0, 1e-5, 100, []),
+    (1.0, 0.05, 20, ['1/N']),  # δ = 1/N exactly
+    (1.0, 20**-1.1, 20, ['above 0.01']),  # digits' default δ: below 1/N, still large
+    (12.0, 1e-5, 100, ['epsilon=12']),
+    (12.0, 0.5, 10, ['1/N', 'epsilon=12']),
+])
+def test_dp_warnings(eps, delta, population, expected):
+  got = accounting.dp_warnings(eps, delta, population)
+  assert len(got) == len(expected)
+  for warning, part in zip(got, expected):
+    assert part in warning and '\n' not in warning

@@ -19,7 +19,7 @@ def _run(args):
 
 
 def _number(text, name):
-  return float(re.search(rf'{name}=([0-9.e+-]+)', text).group(1))
+  return float(re.search(rf'(?<![a-z_]){name}=([0-9.e+-]+)', text).group(1))
 
 
 def test_epsilon_command(capsys):
@@ -28,6 +28,35 @@ def test_epsilon_command(capsys):
   out = capsys.readouterr().out
   expected = accounting.epsilon(1.2, 10, 200, 40, 200**-1.1, sampling='poisson')
   assert _number(out, 'epsilon') == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize('sampling', ['fixed', 'poisson'])
+def test_epsilon_prints_its_convention_beside_the_others(sampling, capsys):
+  z, m, n, rounds = 1.0, 10, 1000, 50
+  assert _run(['epsilon', f'--noise_multiplier={z}', f'--clients_per_round={m}',
+               f'--population={n}', f'--rounds={rounds}', f'--sampling={sampling}']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  delta = n**-1.1
+  used = accounting.Accounting(sampling, 'rdp', delta, m, n)
+  assert lines[0].startswith('epsilon=') and used.text() in lines[0]
+  assert _number(lines[0], 'epsilon') == pytest.approx(
+      accounting.epsilon(z, m, n, rounds, delta, sampling=sampling), rel=1e-5)
+  others = [line for line in lines if 'other_epsilon=' in line]
+  assert len(others) == 2
+  for line in others:
+    other_sampling, other_accountant = re.search(r'sampling=(\w+) accountant=(\w+)', line).groups()
+    assert (other_sampling, other_accountant) != (sampling, 'rdp')
+    assert accounting.Accounting(other_sampling, other_accountant, delta, m, n).text() in line
+    assert _number(line, 'other_epsilon') == pytest.approx(accounting.epsilon(
+        z, m, n, rounds, delta, accountant=other_accountant, sampling=other_sampling), rel=1e-5)
+
+
+def test_epsilon_warns_on_large_delta_and_epsilon(capsys):
+  assert _run(['epsilon', '--noise_multiplier=0.5', '--clients_per_round=5', '--population=20',
+               '--rounds=15', '--delta=0.06']) == 0
+  err = capsys.readouterr().err.splitlines()
+  assert len(err) == 2 and all(line.startswith('warning: ') for line in err)
+  assert '1/N' in err[0] and 'epsilon=' in err[1]
 
 
 def test_noise_command_inverts_epsilon(capsys):

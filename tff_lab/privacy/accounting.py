@@ -26,22 +26,40 @@ Sampling schemes (`sampling=`):
   compare with papers.
 
 dp-accounting 0.4.3's PLD accountant supports Poisson sampling only, so `accountant='pld'` needs
-`sampling='poisson'`; the per-round ε of an experiment comes from RDP.
+`sampling='poisson'`; the per-round ε of an experiment comes from RDP. Where both apply (Poisson
+sampling), PLD is the tighter, `epsilon_conventions` reports both.
+
+An ε means nothing without its convention, so every figure tff_lab prints or writes comes with an
+`Accounting` (`describe(...)`, or `Accounting.to_dict()` for summary.json): the adjacency (which
+datasets are neighbours), the sampling scheme, the accountant and δ. A Poisson ε applied to a run
+that sampled a fixed number of clients, or an add/remove-one ε read as a replace-one guarantee,
+overstates the privacy; the description says which one a figure is. `dp_warnings` returns the
+warnings a run should log about its (ε, δ).
 
 Andrew et al.'s Table 1 (fixed-size sampling, ε = 5 at δ = N^-1.1) is reproduced by `'fixed'`
 only with z doubled: that table takes the replace-one sensitivity to be C, not 2C
 (tests/privacy/test_accounting.py).
 """
 
+import dataclasses
 import math
 import numbers
+from typing import Any
 
 import dp_accounting
 
 SAMPLING = ('fixed', 'poisson')
 ACCOUNTANTS = ('rdp', 'pld')
+# The neighbouring relation each sampling scheme's bound holds for (module docstring).
+ADJACENCY = {'fixed': 'replace-one', 'poisson': 'add/remove-one'}
+# dp_warnings: above this ε the guarantee says little (Dwork & Roth's "single digits").
+WARN_EPSILON = 10.0
+# dp_warnings: above this δ the guarantee may fail outright with a non-negligible probability.
+WARN_DELTA = 1e-2
 # calibrate_dp_mechanism searches upwards from here; no useful mechanism needs less noise.
 _MIN_NOISE_MULTIPLIER = 1e-3
+# The same for PLD, whose discretisation at small z is too large to compute (see the calibration).
+_MIN_PLD_NOISE_MULTIPLIER = 0.05
 
 
 def default_delta(population: int) -> float:
@@ -164,13 +182,142 @@ def noise_multiplier_for_epsilon(target_epsilon: float, clients_per_round: int, 
     raise ValueError(f'target_epsilon must be positive; got {target_epsilon}')
   if not isinstance(rounds, numbers.Integral) or rounds < 1:
     raise ValueError(f'rounds must be a positive integer; got {rounds!r}')
-  if epsilon(_MIN_NOISE_MULTIPLIER, clients_per_round, population, rounds, delta, accountant,
+  if epsilon(_MIN_NOISE_MULTIPLIER, clients_per_round, population, rounds, delta, 'rdp',
              sampling) <= target_epsilon:
     raise ValueError(f'target_epsilon={target_epsilon} is met even with noise_multiplier='
                      f'{_MIN_NOISE_MULTIPLIER}; no calibration needed')
-  return float(dp_accounting.calibrate_dp_mechanism(
-      lambda: make_accountant(sampling, accountant),
-      lambda z: dp_accounting.SelfComposedDpEvent(
-          round_event(z, clients_per_round, population, sampling), rounds),
-      target_epsilon, delta,
-      bracket_interval=dp_accounting.LowerEndpointAndGuess(_MIN_NOISE_MULTIPLIER, 1.0)))
+
+  def calibrate(name, bracket):
+    return float(dp_accounting.calibrate_dp_mechanism(
+        lambda: make_accountant(sampling, name),
+        lambda z: dp_accounting.SelfComposedDpEvent(
+            round_event(z, clients_per_round, population, sampling), rounds),
+        target_epsilon, delta, bracket_interval=bracket))
+
+  z_rdp = calibrate('rdp', dp_accounting.LowerEndpointAndGuess(_MIN_NOISE_MULTIPLIER, 1.0))
+  if accountant == 'rdp':
+    return z_rdp
+  # PLD's discretisation needs memory and time that grow fast as z shrinks (38 GB at z=1e-3),
+  # so bracket PLD's z below RDP's (PLD is the tighter bound), halving down to a floor.
+  lower = z_rdp / 2
+  while lower > _MIN_PLD_NOISE_MULTIPLIER and epsilon(
+      lower, clients_per_round, population, rounds, delta, 'pld', sampling) <= target_epsilon:
+    lower /= 2
+  if lower <= _MIN_PLD_NOISE_MULTIPLIER:
+    raise ValueError(f'target_epsilon={target_epsilon} is met by PLD even with noise_multiplier='
+                     f'{_MIN_PLD_NOISE_MULTIPLIER}; no calibration needed')
+  return calibrate('pld', dp_accounting.ExplicitBracketInterval(lower, z_rdp))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mechanism:
+  """One DP-FedAvg round as released: noise multiplier z, m of N clients, the sampling scheme."""
+  noise_multiplier: float
+  clients_per_round: int
+  population: int
+  sampling: str = 'fixed'
+
+  def __post_init__(self):
+    round_event(self.noise_multiplier, self.clients_per_round, self.population, self.sampling)
+
+  def event(self) -> dp_accounting.DpEvent:
+    """The round's DpEvent (`round_event`)."""
+    return round_event(self.noise_multiplier, self.clients_per_round, self.population,
+                       self.sampling)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Accounting:
+  """The convention of an ε: adjacency, sampling scheme, accountant and δ.
+
+  Attributes:
+    sampling: 'fixed' (m of N without replacement; replace-one adjacency) or 'poisson' (each
+      client with probability q = m/N; add/remove-one adjacency).
+    accountant: 'rdp' or 'pld' (Poisson only).
+    delta: δ of the (ε, δ) guarantee.
+    clients_per_round: m.
+    population: N.
+  """
+  sampling: str
+  accountant: str
+  delta: float
+  clients_per_round: int
+  population: int
+
+  def __post_init__(self):
+    _check_mechanism(self.clients_per_round, self.population, self.sampling, self.accountant)
+    _check_delta(self.delta)
+
+  @property
+  def adjacency(self) -> str:
+    """'replace-one' or 'add/remove-one': the neighbouring relation the ε holds for."""
+    return ADJACENCY[self.sampling]
+
+  @property
+  def sampling_detail(self) -> str:
+    m, n = self.clients_per_round, self.population
+    if self.sampling == 'fixed':
+      return f'fixed-size sampling without replacement, {m} of {n} clients per round'
+    return f'Poisson sampling, each of {n} clients independently with rate q={m / n:.4g}'
+
+  def text(self) -> str:
+    """One line naming the adjacency, sampling, accountant and δ."""
+    relation = ('neighbouring datasets differ in one client\'s data, N public'
+                if self.sampling == 'fixed' else
+                'neighbouring datasets differ by the presence of one client')
+    return (f'delta={self.delta:.3g}; {self.adjacency} adjacency ({relation}); '
+            f'{self.sampling_detail}; {self.accountant.upper()} accountant (dp-accounting)')
+
+  def to_dict(self) -> dict[str, Any]:
+    """The description as data (summary.json, the privacy ledger), its `text` included."""
+    return dict(adjacency=self.adjacency, sampling=self.sampling,
+                sampling_detail=self.sampling_detail, accountant=self.accountant,
+                delta=self.delta, clients_per_round=self.clients_per_round,
+                population=self.population, description=self.text())
+
+
+def describe(sampling: str, accountant: str, delta: float, clients_per_round: int,
+             population: int) -> str:
+  """`Accounting(...).text()`: the convention of an ε, to print beside it."""
+  return Accounting(sampling, accountant, delta, clients_per_round, population).text()
+
+
+def epsilon_conventions(noise_multiplier: float, clients_per_round: int, population: int,
+                        rounds: int, delta: float
+                        ) -> list[tuple[Accounting, float]]:
+  """ε of the same z, m, N, T and δ under every convention dp-accounting supports.
+
+  Returns:
+    (Accounting, ε) for fixed-size sampling with RDP, Poisson with RDP, and Poisson with PLD,
+    in that order. Only the one matching how a run sampled applies to it.
+  """
+  out = []
+  for sampling, accountant in (('fixed', 'rdp'), ('poisson', 'rdp'), ('poisson', 'pld')):
+    conv = Accounting(sampling, accountant, delta, clients_per_round, population)
+    out.append((conv, epsilon(noise_multiplier, clients_per_round, population, rounds, delta,
+                              accountant, sampling)))
+  return out
+
+
+def dp_warnings(epsilon_value: float, delta: float, population: int) -> list[str]:
+  """Warnings a run should log about its (ε, δ); empty when there is nothing to say.
+
+  Warns when δ ≥ 1/N (a mechanism that publishes one random client's data outright meets such a
+  δ), when δ > `WARN_DELTA` (the guarantee may fail outright with probability δ), and when
+  ε > `WARN_EPSILON`.
+  """
+  out = []
+  if delta >= 1 / population:
+    out.append(f'delta={delta:.3g} is not below 1/N={1 / population:.3g} (N={population} '
+               'clients): publishing one client\'s data outright meets this (ε, δ); use a '
+               'smaller delta')
+  elif delta > WARN_DELTA:
+    out.append(f'delta={delta:.3g} is above {WARN_DELTA:g}: the guarantee may fail outright '
+               f'with probability up to {delta:.3g}; use a smaller delta')
+  if epsilon_value > WARN_EPSILON:
+    out.append(f'epsilon={epsilon_value:.3g} is above {WARN_EPSILON:g}: the guarantee says '
+               'little at this level; add noise, sample fewer clients or run fewer rounds')
+  return out

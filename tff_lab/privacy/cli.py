@@ -8,6 +8,12 @@ to what tff-lab-run does (a fixed number of clients per round, uniformly without
 `--sampling=poisson` gives the figures of papers that assume Poisson sampling. The accounting is
 `tff_lab.privacy.accounting` (dp-accounting's RDP or PLD accountant).
 
+The first line is the figure asked for, with its convention (adjacency, sampling, accountant, δ).
+The lines below it give the same noise multiplier's ε under the other conventions, labelled
+`other_epsilon=`, so that a fixed-size figure is never mistaken for a Poisson one or the reverse
+(for McMahan et al.'s z=1, m=100, N=10^5, T=1000: fixed-size RDP 5.70, Poisson RDP 0.774, Poisson
+PLD 0.167). Warnings about δ ≥ 1/N, large δ or ε > 10 follow (`accounting.dp_warnings`).
+
 Exit codes: 0 success, 2 invalid input (one line on stderr).
 """
 
@@ -53,18 +59,39 @@ def run(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> int:
       raise ValueError(f'population must be a positive integer; got {fv.population}')
     delta = accounting.default_delta(fv.population) if fv.delta is None else fv.delta
     common = dict(clients_per_round=fv.clients_per_round, population=fv.population,
-                  rounds=fv.rounds, delta=delta, accountant=fv.accountant, sampling=fv.sampling)
+                  rounds=fv.rounds, delta=delta)
+    used = accounting.Accounting(fv.sampling, fv.accountant, delta, fv.clients_per_round,
+                                 fv.population)
     if argv[1] == 'epsilon':
-      value = accounting.epsilon(fv.noise_multiplier, **common)
+      z = fv.noise_multiplier
+      value = accounting.epsilon(z, accountant=fv.accountant, sampling=fv.sampling, **common)
       result = f'epsilon={value:.6g}'
     else:
-      value = accounting.noise_multiplier_for_epsilon(fv.target_epsilon, **common)
-      result = f'noise_multiplier={value:.6g}'
+      z = accounting.noise_multiplier_for_epsilon(fv.target_epsilon, accountant=fv.accountant,
+                                                  sampling=fv.sampling, **common)
+      value = accounting.epsilon(z, accountant=fv.accountant, sampling=fv.sampling, **common)
+      result = f'noise_multiplier={z:.6g}'
+    others = [(conv, eps) for conv, eps in accounting.epsilon_conventions(z, **common)
+              if (conv.sampling, conv.accountant) != (used.sampling, used.accountant)]
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(f'{result} (delta={delta:.3g}, {fv.accountant}, {fv.sampling} sampling, '
-        f'{fv.clients_per_round} of {fv.population} clients per round, {fv.rounds} rounds)')
+  print(f'{result} ({fv.rounds} rounds; {used.text()})')
+  if argv[1] == 'noise':
+    print(f'  which gives epsilon={value:.6g} under that convention')
+  print(f'  the same noise_multiplier={z:.6g} under the other conventions (each applies only to '
+        'a run that samples that way):')
+  for conv, eps in others:
+    note = ''
+    if conv.sampling == 'poisson' and used.sampling == 'poisson':
+      pld, rdp = (eps, value) if conv.accountant == 'pld' else (value, eps)
+      note = f' (PLD {1 - pld / rdp:.0%} below RDP)'
+    elif conv.sampling == 'poisson':
+      note = ' (not tff-lab-run\'s default sampling)'
+    print(f'    sampling={conv.sampling} accountant={conv.accountant}: other_epsilon={eps:.6g}'
+          f'{note}; {conv.text()}')
+  for warning in accounting.dp_warnings(value, delta, fv.population):
+    print(f'warning: {warning}', file=sys.stderr)
   return 0
 
 
