@@ -1,5 +1,4 @@
-"""Client samplers: fixed-size sampling bit-identical to tff_lab's historical sampling for the public
-seed; Poisson inclusion at rate q; both pure functions of (entropy, round)."""
+"""Client samplers: fixed-size sampling bit-identical to the historical sampling for the public seed; Poisson inclusion at rate q; both pure functions of (entropy, round)."""
 
 import math
 
