@@ -2,10 +2,12 @@
 
 import collections
 import os
+import zipfile
 
 from absl import logging
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tff_lab import algorithms
 from tff_lab import tasks
@@ -43,6 +45,9 @@ def warnings(monkeypatch):
 def test_roundtrip_is_exact_and_keeps_structure(process, tmp_path):
   state = process.initialize()
   checkpoint.save_checkpoint(str(tmp_path), 4, state)
+  with np.load(tmp_path / 'ckpt_000004.npz') as data:  # only the state's arrays are listed
+    assert sorted(data.files) == sorted(
+        ['round_num', 'num_leaves'] + [f'leaf_{i:05d}' for i in range(len(tf.nest.flatten(state)))])
   restored = checkpoint.load_checkpoint(str(tmp_path), 4, process.initialize())
   assert type(restored) is type(state)
   np.testing.assert_array_equal(process.get_model_weights(restored).trainable[0],
@@ -129,9 +134,17 @@ def _overwrite_start(path):
   path.write_bytes(b'garbage!' * 8 + data[64:])  # no longer a zip: NumPy tries to unpickle it
 
 
-def _flip_a_weight_bit(path):
-  # Re-save one array of the file with a bit flipped, keeping the zip valid: only the checksum
-  # can tell.
+def _flip_a_stored_bit(path):
+  data = bytearray(path.read_bytes())
+  data[len(data) // 3] ^= 1  # inside the stored arrays
+  path.write_bytes(bytes(data))
+
+
+def _flip_a_weight_bit_keeping_the_zip_valid(path):
+  # Re-save one array with a bit flipped and the original archive comment: a valid zip with
+  # valid CRCs, which only the checksum can tell from the original.
+  with zipfile.ZipFile(path) as archive:
+    comment = archive.comment
   with np.load(path) as data:
     arrays = {k: data[k] for k in data.files}
   leaf = arrays['leaf_00000'].copy()
@@ -139,9 +152,17 @@ def _flip_a_weight_bit(path):
   arrays['leaf_00000'] = leaf
   with open(path, 'wb') as f:
     np.savez(f, **arrays)
+  with zipfile.ZipFile(path, 'a') as archive:
+    archive.comment = comment
 
 
-@pytest.mark.parametrize('damage', [_truncate, _overwrite_start, _flip_a_weight_bit])
+def _drop_the_checksum(path):
+  with zipfile.ZipFile(path, 'a') as archive:
+    archive.comment = b''  # a checkpoint with extra parts always has one
+
+
+@pytest.mark.parametrize('damage', [_truncate, _overwrite_start, _flip_a_stored_bit,
+                                    _flip_a_weight_bit_keeping_the_zip_valid, _drop_the_checksum])
 def test_damaged_newest_falls_back_with_one_warning(process, tmp_path, warnings, damage):
   for r in (1, 2, 3):
     checkpoint.save_checkpoint(str(tmp_path), r, _state(process, float(r)),
@@ -176,7 +197,6 @@ def test_all_damaged_restores_nothing(process, tmp_path, warnings):
 def test_format_1_checkpoint_without_checksum_still_loads(process, tmp_path):
   # A checkpoint written before checksums existed (server state only).
   state = _state(process, 0.5)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   leaves = tf.nest.flatten(state)
   with open(tmp_path / 'ckpt_000002.npz', 'wb') as f:
     np.savez(f, round_num=np.int64(2), num_leaves=np.int64(len(leaves)),
@@ -196,21 +216,16 @@ def test_kill_during_write_leaves_previous_checkpoint(process, tmp_path, monkeyp
                                                       kill_at):
   checkpoint.save_checkpoint(str(tmp_path), 1, _state(process, 1.0))
   before = (tmp_path / 'ckpt_000001.npz').read_bytes()
-  real_savez = np.savez
 
-  def torn_savez(f, **arrays):  # writes part of the file, then dies
-    real_savez(f, **arrays)
-    f.truncate(f.tell() // 2)
+  def die(*args, **kwargs):
     raise _Killed()
 
-  target = {'savez': (np, 'savez', torn_savez),
-            'fsync': (os, 'fsync', lambda fd: (_ for _ in ()).throw(_Killed())),
-            'replace': (os, 'replace', lambda a, b: (_ for _ in ()).throw(_Killed()))}[kill_at]
   with monkeypatch.context() as m:
-    m.setattr(*target)
+    m.setattr(np if kill_at == 'savez' else os, kill_at, die)
     with pytest.raises(_Killed):
       checkpoint.save_checkpoint(str(tmp_path), 2, _state(process, 2.0))
-  assert (tmp_path / 'ckpt_000002.npz.tmp').exists()  # the torn write is left behind ...
+  # Killed while serialising nothing is on disk yet; later, a whole temp file is left behind ...
+  assert (tmp_path / 'ckpt_000002.npz.tmp').exists() == (kill_at != 'savez')
   assert checkpoint.list_checkpoints(str(tmp_path)) == [1]  # ... but is not a checkpoint
   assert (tmp_path / 'ckpt_000001.npz').read_bytes() == before
   restored = checkpoint.restore_latest(str(tmp_path), process.initialize())

@@ -7,7 +7,8 @@ A checkpoint is one `.npz` file per round. It holds:
 - optional named `extra` parts (e.g. a per-client state store, an asynchronous queue): nested
   OrderedDicts, lists and tuples of arrays and Python scalars, self-describing, so they are restored
   without a template;
-- a SHA-256 checksum over all of the above.
+- a SHA-256 checksum over all of the above, in the zip archive's comment (so the arrays a reader
+  lists with `np.load` are only the state's and the extra parts').
 
 Writes are atomic (temp file, fsync, rename, fsync of the directory), so a SIGKILL at any moment
 leaves either the previous or the new checkpoint, never a torn one. Damage that happens after the
@@ -22,6 +23,7 @@ import io
 import json
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 
@@ -31,9 +33,10 @@ import tensorflow as tf
 
 _NAME = re.compile(r'^ckpt_(\d{6,})\.npz$')
 _TMP = re.compile(r'^ckpt_(\d{6,})\.npz\.tmp$')
-_CHECKSUM_KEY = 'sha256'
 _EXTRA_STRUCTURE_KEY = 'extra_structure'
-FORMAT_VERSION = 2  # 1: server state only, no checksum; 2: checksum and extra parts
+# The archive comment of a checksummed checkpoint, before the hex digest. Files without it (format
+# 1: server state only) are read as before; the zip CRC of each array is still checked then.
+_CHECKSUM_PREFIX = 'tff_lab checkpoint v2 sha256='
 
 
 class CorruptCheckpointError(ValueError):
@@ -145,7 +148,6 @@ def save_checkpoint(directory: str, round_num: int, state: Any, keep: int = 3, *
   leaves = tf.nest.flatten(state)
   arrays = collections.OrderedDict(
       (f'leaf_{i:05d}', _as_array(leaf, f'state leaf {i}')) for i, leaf in enumerate(leaves))
-  arrays['format_version'] = np.int64(FORMAT_VERSION)
   arrays['round_num'] = np.int64(round_num)
   arrays['num_leaves'] = np.int64(len(leaves))
   if extra is not None and not isinstance(extra, Mapping):
@@ -157,12 +159,15 @@ def save_checkpoint(directory: str, round_num: int, state: Any, keep: int = 3, *
     arrays[_EXTRA_STRUCTURE_KEY] = np.frombuffer(json.dumps(structure).encode(), dtype=np.uint8)
     for i, leaf in enumerate(extra_leaves):
       arrays[f'extra_{i:05d}'] = leaf
-  arrays[_CHECKSUM_KEY] = np.array(_digest(arrays))
+  content = io.BytesIO()
+  np.savez(content, **arrays)
+  with zipfile.ZipFile(content, 'a') as archive:
+    archive.comment = (_CHECKSUM_PREFIX + _digest(arrays)).encode('ascii')
   os.makedirs(directory, exist_ok=True)
   path = _path(directory, round_num)
   tmp = path + '.tmp'
   with open(tmp, 'wb') as f:
-    np.savez(f, **arrays)
+    f.write(content.getvalue())
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
@@ -194,16 +199,19 @@ def _read_arrays(path: str, round_num: int) -> dict[str, np.ndarray]:
   try:
     with open(path, 'rb') as f:
       content = f.read()
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:  # not a zip: np.load would unpickle
+      comment = archive.comment.decode('ascii')
     with np.load(io.BytesIO(content), allow_pickle=False) as data:
       arrays = {name: data[name] for name in data.files}
   except FileNotFoundError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (zip, npy and zlib errors alike)
     raise CorruptCheckpointError(f'{path} cannot be read ({type(e).__name__}: {e})') from None
-  saved = arrays.pop(_CHECKSUM_KEY, None)
-  if saved is not None and str(saved) != _digest(arrays):
-    raise CorruptCheckpointError(f'{path} fails its SHA-256 checksum')
-  # Format 1 files carry no checksum; the zip CRC of each array was checked on reading.
+  if comment or _EXTRA_STRUCTURE_KEY in arrays:  # written with a checksum
+    if not comment.startswith(_CHECKSUM_PREFIX):
+      raise CorruptCheckpointError(f'{path} has no valid checksum')
+    if comment[len(_CHECKSUM_PREFIX):] != _digest(arrays):
+      raise CorruptCheckpointError(f'{path} fails its SHA-256 checksum')
   missing = [k for k in ('round_num', 'num_leaves') if k not in arrays]
   if missing:
     raise CorruptCheckpointError(f'{path} has no {missing}')
@@ -251,7 +259,7 @@ def read_checkpoint(directory: str, round_num: int, template: Any) -> Checkpoint
     try:
       structure = json.loads(arrays[_EXTRA_STRUCTURE_KEY].tobytes().decode())
       extra = _decode_extra(structure, arrays)
-    except (ValueError, KeyError, TypeError) as e:  # only reachable for format 1 tampering
+    except (ValueError, KeyError, TypeError) as e:  # defensive: the checksum has passed
       raise CorruptCheckpointError(f'{path} has unreadable extra parts ({e})') from None
   return Checkpoint(round_num, tf.nest.pack_sequence_as(template, leaves), extra)
 
