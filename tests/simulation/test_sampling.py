@@ -1,4 +1,5 @@
-"""Client samplers: fixed-size sampling bit-identical to the historical sampling for the public seed; Poisson inclusion at rate q; both pure functions of (entropy, round)."""
+"""Client samplers: fixed-size sampling bit-identical to the historical one for the public seed;
+Poisson inclusion at rate q; both pure functions of (entropy, round)."""
 
 import math
 
