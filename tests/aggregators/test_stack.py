@@ -54,6 +54,7 @@ BAD = [
     (dict(secure_aggregation=True, secagg_threshold=1), 'secagg_threshold'),
     (dict(secure_aggregation=True, secagg_threshold=11), 'secagg_threshold'),
     (dict(secure_aggregation=True, secagg_threshold=2.5), 'secagg_threshold'),
+    (dict(secure_aggregation=True, secagg_threshold=5), r'strict majority of the clients \(2t > n'),
     (dict(secure_aggregation=True, num_dropped=5), 'dropout_fraction leaves 5 of 10'),
     (dict(secure_aggregation=True, secagg_threshold=8, num_dropped=3), 'secagg_threshold=8'),
     (dict(secure_aggregation=True, secagg_range=0.0), 'secagg_range'),
@@ -87,7 +88,7 @@ def test_unknown_setting_is_a_type_error():
     dict(clip_norm=0.1, adaptive_clip=True, clip_quantile=0.5), dict(adaptive_clip=True),
     dict(secure_aggregation=True, clip_norm=0.5), dict(secure_aggregation=True, **DP),
     dict(secure_aggregation=True, num_dropped=4),  # 6 of 10 report: the majority threshold
-    dict(secure_aggregation=True, secagg_threshold=2, num_dropped=8, secagg_range=1e3),
+    dict(secure_aggregation=True, secagg_threshold=6, num_dropped=4, secagg_range=1e3),
     dict(secure_aggregation=True, clients_per_round=2),
 ])
 def test_sensible_settings_pass(settings):

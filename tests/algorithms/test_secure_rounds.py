@@ -27,7 +27,8 @@ def _build(task, algorithm, server=('sgd', 1.0), mu=0.0, with_attacks=False, **s
   client_opt = algorithms.create_optimizer('sgd', 0.05)
   server_opt = algorithms.create_optimizer(*server)
   plain = aggregators.create_aggregator(weighted=algorithm != 'fedavg_unweighted',
-                                        clients_per_round=N, **settings)
+                                        clients_per_round=N,
+                                        **aggregators.without_secure_aggregation(settings))
   process = algorithms.create_learning_process(algorithm, task, client_opt, server_opt, mu=mu,
                                                model_aggregator=plain, with_attacks=with_attacks)
   runner = secure_rounds.SecureAggregationRounds(
@@ -261,3 +262,74 @@ def test_settings_without_secure_aggregation_are_refused():
     secure_rounds.SecureAggregationRounds(
         task, 'fedavg', algorithms.create_optimizer('sgd', 0.1),
         algorithms.create_optimizer('sgd', 1.0), aggregators.AggregationSettings())
+
+
+def test_private_metrics_go_through_the_protocol_and_equal_tffs(protocol_runs):
+  task = tasks.create_task('seed_linear')
+  process, runner, state = _build(task, 'fedavg', secagg_private_metrics=True)
+  assert runner.codec.metrics.num_leaves == 6  # accuracy and loss (total, count), two counts
+  for round_num, dropped in ((1, 0), (2, 1)):
+    plain = process.next(state, _inputs(task, round_num, dropped))
+    secure = runner.next(state, _inputs(task, round_num, dropped), num_dropped=dropped)
+    train, expected = secure.metrics['client_work']['train'], plain.metrics['client_work']['train']
+    assert list(train) == list(expected)
+    for name in ('num_examples', 'num_batches'):  # integers: exact
+      assert train[name] == expected[name] and train[name].dtype == expected[name].dtype
+    for name in ('loss', 'accuracy'):
+      np.testing.assert_allclose(train[name], expected[name], rtol=1e-6)
+      assert train[name].dtype == np.float32
+    np.testing.assert_allclose(_flat(secure.state.global_model_weights),
+                               _flat(plain.state.global_model_weights), atol=1e-6)
+    encoded, result = protocol_runs[-1]
+    metrics_sum = runner.codec.decode(result.sum, len(result.included)).metrics
+    # The counts came out of the masked sum (tf.nest orders leaves by metric name).
+    assert list(metrics_sum[-2:]) == [expected['num_batches'], expected['num_examples']]
+    assert len(encoded[0]) == runner.codec.length == 2 + 1 + 2 + 6 * secure_rounds.METRIC_LIMBS
+    state = secure.state
+
+
+def test_metrics_codec_sums_integers_exactly_and_floats_to_float32_resolution():
+  codec = secure_rounds.MetricsCodec(num_leaves=3, num_clients=10)
+  rng = np.random.default_rng(0)
+  leaves = [np.array([rng.integers(0, 10**6), rng.uniform(-1e4, 1e4), rng.uniform(0, 5)])
+            for _ in range(10)]
+  total = sum(codec.encode(x)[0] for x in leaves) % np.uint64(2**32)
+  decoded = codec.decode(total, 10)
+  exact = np.sum(leaves, axis=0)
+  assert decoded[0] == exact[0]
+  np.testing.assert_allclose(decoded[1:], exact[1:], atol=10 * 2.0**-25)
+  assert codec.encode(np.array([1e8, 0.0, -1e8]))[1] == 2  # beyond ±2^23: clipped, counted
+
+
+def test_active_security_rounds_give_the_same_weights_and_cost_the_signatures(seed_linear_runner):
+  task, runner, state = seed_linear_runner
+  _, active, _ = _build(task, 'fedavg', clip_norm=0.5, secagg_active=True)
+  honest = runner.next(state, _inputs(task, 1, 1), num_dropped=1)
+  secure = active.next(state, _inputs(task, 1, 1), num_dropped=1)
+  for a, b in zip(tf.nest.flatten(secure.state), tf.nest.flatten(honest.state)):
+    np.testing.assert_array_equal(a, b)  # the masks cancel exactly in both modes
+  upload, _ = secagg.expected_bytes(N, N, N - 1, N - 1, runner.codec.length, 32, active=True)
+  assert secure.metrics['aggregator']['upload_bytes_per_client'] == upload / N
+  assert (secure.metrics['aggregator']['upload_bytes_per_client']
+          - honest.metrics['aggregator']['upload_bytes_per_client']
+          == pytest.approx(secagg.SIGNATURE_BYTES + (N - 1) * secagg.CONSISTENCY_MESSAGE_BYTES / N))
+
+
+class _ExcludingServer(secagg.SecAggServer):
+  """A deviating server: it tells the clients that client 0 sent no masked input."""
+
+  def collect_masked_inputs(self, messages):
+    return super().collect_masked_inputs(messages)[secagg.ID_BYTES:]
+
+
+def test_a_deviating_server_fails_the_round_in_one_line_and_returns_no_sum(monkeypatch):
+  codec = secure_rounds.ContributionCodec(4, num_clients=5, value_range=1.0, weighted=False)
+  contributions = [codec.encode(np.full(4, 0.1), 1.0, 0) for _ in range(5)]
+  monkeypatch.setattr(secagg, 'SecAggServer', _ExcludingServer)
+  with pytest.raises(secagg.SelfExclusionViolation) as error:
+    secure_rounds.secure_mean(codec, contributions)
+  message = str(error.value)
+  assert '\n' not in message
+  assert message.startswith('secure aggregation aborted, no sum was computed: client 0 refuses: '
+                            'the survivor list at Unmasking leaves it out')
+  assert secagg.SelfExclusionViolation.rule in message

@@ -3,6 +3,7 @@
 import dataclasses
 
 from absl import flags
+import pytest
 
 from tff_lab import aggregators
 from tff_lab.flags import aggregation_flags
@@ -22,3 +23,21 @@ def test_only_changed_settings_are_returned(parse):
   parse('--aggregator=median', '--bits=4', '--secure_aggregation', '--clip_norm=2.5')
   assert aggregation_flags.aggregation_from_flags() == {
       'aggregator': 'median', 'bits': 4, 'secure_aggregation': True, 'clip_norm': 2.5}
+
+
+def test_secure_aggregation_flags_are_generated_and_validated(parse):
+  parse('--secure_aggregation', '--secagg_active', '--secagg_private_metrics')
+  settings = aggregation_flags.aggregation_from_flags()
+  assert settings == {'secure_aggregation': True, 'secagg_active': True,
+                      'secagg_private_metrics': True}
+  aggregators.AggregationSettings(**settings).validate()
+  parse('--secure_aggregation', '--secagg_threshold=5')  # 5 of clients_per_round=10
+  with pytest.raises(ValueError) as error:
+    aggregators.AggregationSettings(**aggregation_flags.aggregation_from_flags()).validate()
+  message = str(error.value)
+  assert '\n' not in message
+  assert message.startswith('secagg_threshold must be an integer in [6, clients_per_round=10]')
+  assert 'strict majority of the clients (2t > n' in message and message.endswith('got 5')
+  parse('--secagg_active')
+  with pytest.raises(ValueError, match='secagg_active only applies with secure_aggregation'):
+    aggregators.AggregationSettings(**aggregation_flags.aggregation_from_flags()).validate()

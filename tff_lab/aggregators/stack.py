@@ -38,8 +38,12 @@ no sense, before any tracing, with one-line `ValueError`s naming the setting (= 
     excludes `adaptive_clip` and `dp='adaptive'` (their clip follows the clients' norms through a
     second aggregate, not implemented securely), needs at least 2 clients per round, and needs
     the clients that report (clients_per_round − num_dropped) to reach `secagg_threshold`
-    (default: a majority of the round's clients), or every round would abort.
-  * `secagg_threshold` and `secagg_range` only apply with `secure_aggregation`.
+    (default: a majority of the round's clients), or every round would abort. The threshold
+    must be a strict majority, 2t > clients_per_round: with t ≤ n/2 a server that shows
+    different survivor lists to two halves of the clients learns a client's update
+    (`tff_lab.privacy.secagg`), and the clients refuse such a t.
+  * `secagg_threshold`, `secagg_range`, `secagg_active` and `secagg_private_metrics` only apply
+    with `secure_aggregation`.
   * The geometric median (RFA) runs several mean passes; compressing them is not implemented.
   * Krum needs n > 2f + 2 and multi_krum_m ≤ n − f, n = clients_per_round − num_dropped being
     the clients that report.
@@ -70,7 +74,8 @@ AGGREGATORS = ('mean', 'median', 'trimmed_mean', 'geometric_median', 'krum')
 COMPRESSIONS = ('none', 'quantize', 'topk', 'random_mask')
 DP_MODES = ('none', 'fixed', 'adaptive')
 # Settings that only the secure round runner reads (see `without_secure_aggregation`).
-SECURE_AGGREGATION_SETTINGS = ('secure_aggregation', 'secagg_threshold', 'secagg_range')
+SECURE_AGGREGATION_SETTINGS = ('secure_aggregation', 'secagg_threshold', 'secagg_range',
+                               'secagg_active', 'secagg_private_metrics')
 
 # Adaptive (non-private) clipping, as tff.learning.robust_aggregator's default clipping.
 ADAPTIVE_CLIP_INITIAL_NORM = 1.0
@@ -102,12 +107,17 @@ class AggregationSettings:
     noise_multiplier: DP's noise multiplier z (> 0).
     secure_aggregation: Sum the updates with the secure aggregation protocol
       (tff_lab.algorithms.secure_rounds).
-    secagg_threshold: Shamir threshold t of secure aggregation, in [2, clients_per_round]; None:
-      a majority, ⌊clients_per_round/2⌋ + 1. Rounds with fewer reporting clients abort.
+    secagg_threshold: Shamir threshold t of secure aggregation, a strict majority of
+      clients_per_round (2t > n, t <= n); None: the least, ⌊clients_per_round/2⌋ + 1. Rounds
+      with fewer reporting clients abort.
     secagg_range: Per-coordinate range r of secure aggregation's fixed-point encoding (of
       weight × update for weighted algorithms); larger values are clipped. None: clip_norm
       where it bounds every coordinate, else 100 for an update and 10^4 for weight × update
       (tff_lab.algorithms.secure_rounds).
+    secagg_active: Secure aggregation secure against an active server: signed keys under a
+      simulated PKI and the consistency-check round (tff_lab.privacy.secagg).
+    secagg_private_metrics: Secure aggregation also sums the training metrics and example
+      counts through the protocol, instead of in the clear (tff_lab.algorithms.secure_rounds).
     clients_per_round: Clients sampled each round (DP's normaliser).
     num_dropped: Sampled clients that never report (simulated dropout; not a flag). Krum's n is
       clients_per_round − num_dropped.
@@ -131,6 +141,8 @@ class AggregationSettings:
   secure_aggregation: bool = False
   secagg_threshold: Optional[int] = None
   secagg_range: Optional[float] = None
+  secagg_active: bool = False
+  secagg_private_metrics: bool = False
   clients_per_round: int = 10
   num_dropped: int = 0
 
@@ -210,8 +222,11 @@ class AggregationSettings:
       n = self.clients_per_round
       _require(n >= 2, f'secure_aggregation needs clients_per_round >= 2, got {n}')
       t = self.secagg_threshold
-      _require(t is None or (_is_int(t) and 2 <= t <= n),
-               f'secagg_threshold must be an integer in [2, clients_per_round={n}], got {t}')
+      _require(t is None or (_is_int(t) and n < 2 * t and 2 <= t <= n),
+               f'secagg_threshold must be an integer in [{max(2, n // 2 + 1)}, '
+               f'clients_per_round={n}]: a strict majority of the clients (2t > n; with t <= n/2 '
+               f'a server showing different survivor lists to two halves learns an update), '
+               f'got {t}')
       t = n // 2 + 1 if t is None else t
       _require(n - self.num_dropped >= t,
                f'dropout_fraction leaves {n - self.num_dropped} of {n} clients reporting per '
@@ -224,6 +239,8 @@ class AggregationSettings:
       for name in ('secagg_threshold', 'secagg_range'):
         _require(getattr(self, name) is None,
                  f'{name}={getattr(self, name)} only applies with secure_aggregation')
+      for name in ('secagg_active', 'secagg_private_metrics'):
+        _require(not getattr(self, name), f'{name} only applies with secure_aggregation')
     _require(self.aggregator != 'geometric_median' or self.compression == 'none',
              f'aggregator=\'geometric_median\' cannot be combined with '
              f'compression={self.compression!r}: compressing its Weiszfeld passes is not '

@@ -22,17 +22,19 @@ constant, except DP's `is_init_state` flag (tested against TFF). A round has thr
    which TFF 0.87's execution context hands to Python as a list in the order of the client
    inputs (tested), and the training metrics, which the client work sums as in TFF
    (`tff.learning.metrics.sum_then_finalize`; only the model updates are secured, as in TFF's
-   `tff.learning.secure_aggregator`). It runs on the local worker and on `--workers`.
+   `tff.learning.secure_aggregator`), unless `secagg_private_metrics` (below). It runs on the
+   local worker and on `--workers`.
 2. **The protocol, in Python** (`secure_mean`). Each client encodes its contribution into
    Z_{2^32} (`ContributionCodec`) and `secagg.run_protocol` runs over all the round's clients
    with fresh keys from `os.urandom`. Clients the fault simulation drops ("never report")
    advertise keys and share them, then drop before sending their masked input
    (`drop_after_sharing`): their pairwise masks, left in the survivors' vectors, are removed
    with their key rebuilt from the survivors' Shamir shares, so dropout recovery runs in every
-   round with dropouts. The server object only ever holds public keys, ciphertexts, masked
-   vectors and the shares revealed to unmask; it decodes the unmasked sum to the mean (and
-   with dp='fixed' adds the Gaussian noise, as TFF's `DifferentiallyPrivateFactory` does after
-   its record sum).
+   round with dropouts. With `secagg_active` the protocol runs in its version against an active
+   server (signed keys, consistency check). The server object only ever holds public keys,
+   ciphertexts, masked vectors and the shares revealed to unmask; it decodes the unmasked sum
+   to the mean (and with dp='fixed' adds the Gaussian noise, as TFF's
+   `DifferentiallyPrivateFactory` does after its record sum).
 3. **Server step**: TFF's own finalizer (`build_apply_optimizer_finalizer` for the server
    optimiser, as the learning process composes it) applies the mean, so this step is the TFF
    process's bit for bit.
@@ -95,6 +97,25 @@ protocol, dropped ones included; `float32_upload_bytes_per_client` (one plain fl
 `compression_ratio` (the plain float32 upload of the summed updates over the protocol's total
 upload: below 1, the protocol's overhead).
 
+What the server sees, beyond each round's sum of the survivors' encoded contributions:
+  * the training metrics (loss, accuracy, example and batch counts, per client) are summed in
+    the clear by TFF, as `tff.learning.secure_aggregator` leaves them, unless
+    `secagg_private_metrics`: then each client's unfinalized metrics go into its masked vector
+    ([... | counts | metric limbs], `MetricsCodec`, exact to float32 resolution) and the server
+    finalizes their sum. It costs one TFF call per client instead of one per round (the client
+    work's metrics aggregator is swapped, at build time, for a sum of unfinalized metrics that a
+    one-client call turns into that client's own values) and 3 coordinates per metric leaf;
+    measured in BUILD.md. Off by default: the metrics and the TFF path then stay TFF's own, and
+    the option is for runs that treat per-client losses and example counts as private;
+  * with dp='fixed', the exact sum of the clipped updates before noise: the noise is added by
+    the server after unmasking (central DP, as TFF's `DifferentiallyPrivateFactory`), so the
+    guarantee holds against everyone who sees the model, not against the server;
+  * with weighted algorithms, the sum of the example counts (the mean's denominator), and the
+    numbers of clipped coordinates and clipped clients;
+  * which clients advertised keys, shared, sent a masked input and answered (U1 ⊇ … ⊇ U5).
+A protocol refusal (`secagg.ProtocolViolation`, e.g. a client refusing a deviating server) fails
+the round with a one-line error of that class; no sum is ever returned.
+
 Not implemented, and refused before any tracing (`tff_lab.aggregators.stack`; the simulation by
 `tff_lab.training.config`): robust rules and compression (the server would need individual
 updates), adaptive clipping and dp='adaptive' (they need a second, secure, quantile estimate),
@@ -102,6 +123,7 @@ and the in-graph simulations (`--simulation=fused|vectorized`).
 """
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import math
@@ -115,6 +137,8 @@ import tensorflow_federated as tff
 # clipped updates equal the TFF path's).
 from tensorflow_federated.python.aggregators import differential_privacy as tff_dp
 from tensorflow_federated.python.aggregators import robust as tff_robust
+# The module whose `sum_then_finalize` TFF's model-delta client work looks up at build time.
+from tensorflow_federated.python.learning.metrics import aggregator as tff_metrics_aggregator
 
 from tff_lab.aggregators import dp as dp_lib
 from tff_lab.aggregators import stack
@@ -128,6 +152,12 @@ MODULUS_BITS = 32  # the largest field secagg's PRG fills (32-bit AES-CTR words)
 DEFAULT_RANGE = 100.0
 DEFAULT_WEIGHTED_RANGE = 1e4
 MAX_WEIGHT = 2**20 - 1  # tff.learning.secure_aggregator's bound on client weights
+# --secagg_private_metrics: each metric leaf is a 48-bit fixed-point number, |v| < 2^23 with
+# resolution 2^-24 (finer than float32's at the totals metrics reach), in three 16-bit limbs, one
+# per coordinate; up to 2^16 − 1 clients' limbs sum without wrapping, so the sum is exact.
+METRIC_FRACTION_BITS = 24
+METRIC_LIMB_BITS = 16
+METRIC_LIMBS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,19 +167,60 @@ class DecodedSum:
   weight: Optional[float]  # Σ w_k (weighted codecs), exact for integer weights
   clipped_coordinates: int
   norm_clipped: int
+  metrics: Optional[np.ndarray] = None  # Σ of the unfinalized metric leaves (private metrics)
+
+
+class MetricsCodec:
+  """Unfinalized training metrics (flat leaves) as exact fixed-point limbs of Z_{2^32}.
+
+  Leaf v becomes q = round(v·2^24) + 2^47 ∈ [0, 2^48), written as three 16-bit limbs; a sum of
+  n ≤ 2^16 − 1 clients' limbs never wraps mod 2^32, so Σ q is exact. Integer leaves (example and
+  batch counts) are exact; float leaves are within 2^-25 per client.
+  """
+  bound = 2.0**(METRIC_LIMB_BITS * METRIC_LIMBS - METRIC_FRACTION_BITS - 1)
+
+  def __init__(self, num_leaves: int, num_clients: int):
+    if num_clients >= 2**(MODULUS_BITS - METRIC_LIMB_BITS):
+      raise ValueError(f'{num_clients} clients can overflow the metric limbs')
+    self.num_leaves = num_leaves
+    self.length = num_leaves * METRIC_LIMBS
+
+  def encode(self, leaves: np.ndarray) -> tuple[np.ndarray, int]:
+    """(limbs as uint64 residues, number of leaves clipped to ±2^23)."""
+    leaves = np.asarray(leaves, np.float64)
+    limit = self.bound - 2.0**-METRIC_FRACTION_BITS
+    clipped = int(np.count_nonzero(np.abs(leaves) > limit))
+    q = np.rint(np.clip(leaves, -limit, limit) * 2.0**METRIC_FRACTION_BITS).astype(np.int64)
+    q = q + np.int64(2**(METRIC_LIMB_BITS * METRIC_LIMBS - 1))
+    limbs = [(q >> (METRIC_LIMB_BITS * i)) & (2**METRIC_LIMB_BITS - 1) for i in range(METRIC_LIMBS)]
+    return np.stack(limbs, axis=1).ravel().astype(np.uint64), clipped
+
+  def decode(self, residues: np.ndarray, num_summed: int) -> np.ndarray:
+    """The float64 sum of `num_summed` clients' leaves from the residues of their limbs' sum."""
+    limbs = np.asarray(residues, np.uint64).reshape(self.num_leaves, METRIC_LIMBS)
+    totals = []
+    for row in limbs:
+      q = sum(int(limb) << (METRIC_LIMB_BITS * i) for i, limb in enumerate(row))
+      q -= num_summed * 2**(METRIC_LIMB_BITS * METRIC_LIMBS - 1)
+      totals.append(q / 2.0**METRIC_FRACTION_BITS)
+    return np.array(totals, np.float64)
 
 
 class ContributionCodec:
-  """One client's contribution as a vector of Z_{2^32}: [value | weight (weighted) | counts].
+  """One client's contribution as a vector of Z_{2^32}:
+  [value | weight (weighted) | counts | metrics (private metrics)].
 
   See the module docstring for the layout and the error bound. All segments share the field, so
   one protocol run sums them; each segment has its own scale.
   """
 
-  def __init__(self, vector_length: int, num_clients: int, value_range: float, weighted: bool):
-    """Arguments: d, n (most clients one sum may have), r, and whether to carry weights."""
+  def __init__(self, vector_length: int, num_clients: int, value_range: float, weighted: bool,
+               num_metrics: int = 0):
+    """Arguments: d, n (most clients one sum may have), r, whether to carry weights, and the
+    number of unfinalized metric leaves to carry (0: none, metrics are summed by TFF)."""
     self.vector_length = vector_length
     self.weighted = weighted
+    self.metrics = MetricsCodec(num_metrics, num_clients) if num_metrics else None
     self.value = secagg.FixedPointEncoder(value_range, num_clients, MODULUS_BITS)
     levels = self.value.max_level
     if vector_length + 1 > levels:
@@ -160,14 +231,17 @@ class ContributionCodec:
     if weighted:
       scale = 2.0**max(0, math.floor(math.log2(levels / MAX_WEIGHT)))
       self.weight = secagg.FixedPointEncoder(levels / scale, num_clients, MODULUS_BITS)
-    self.length = vector_length + (1 if weighted else 0) + 2
+    self._counts_at = vector_length + (1 if weighted else 0)
+    self.length = self._counts_at + 2 + (self.metrics.length if self.metrics else 0)
 
   def error_bound(self, num_summed: int) -> float:
     """Largest |decoded − exact| of one coordinate of a sum of `num_summed` unclipped values."""
     return num_summed / (2 * self.value.scale)
 
-  def encode(self, update: np.ndarray, weight: float, norm_clipped: int) -> np.ndarray:
-    """A client's flat float update, weight and norm-clipped flag as residues mod 2^32."""
+  def encode(self, update: np.ndarray, weight: float, norm_clipped: int,
+             metrics: Optional[np.ndarray] = None) -> np.ndarray:
+    """A client's flat float update, weight, norm-clipped flag (and unfinalized metric leaves)
+    as residues mod 2^32."""
     value = np.asarray(update, np.float64)
     if self.weighted:
       value = value * float(weight)
@@ -176,7 +250,12 @@ class ContributionCodec:
     if self.weighted:
       clipped += int(abs(float(weight)) > self.weight.clip_range)
       parts.append(self.weight.encode(np.array([weight], np.float64)))
+    if self.metrics is not None:
+      metric_limbs, metrics_clipped = self.metrics.encode(metrics)
+      clipped += metrics_clipped
     parts.append(self._counts.encode(np.array([clipped, int(norm_clipped)], np.float64)))
+    if self.metrics is not None:
+      parts.append(metric_limbs)
     return np.concatenate(parts)
 
   def decode(self, residues: np.ndarray, num_summed: int) -> DecodedSum:
@@ -185,9 +264,13 @@ class ContributionCodec:
     weight = None
     if self.weighted:
       weight = float(self.weight.decode_sum(residues[d:d + 1], num_summed)[0])
-    counts = np.rint(self._counts.decode_sum(residues[-2:], num_summed)).astype(np.int64)
+    c = self._counts_at
+    counts = np.rint(self._counts.decode_sum(residues[c:c + 2], num_summed)).astype(np.int64)
+    metrics = None
+    if self.metrics is not None:
+      metrics = self.metrics.decode(residues[c + 2:], num_summed)
     return DecodedSum(self.value.decode_sum(residues[:d], num_summed), weight, int(counts[0]),
-                      int(counts[1]))
+                      int(counts[1]), metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +285,7 @@ class SecureMean:
 def secure_mean(codec: ContributionCodec, contributions: Sequence[np.ndarray], num_dropped: int = 0,
                 threshold: Optional[int] = None, noise_stddev: float = 0.0,
                 denominator: Optional[float] = None,
-                rng: Optional[np.random.Generator] = None) -> SecureMean:
+                rng: Optional[np.random.Generator] = None, active: bool = False) -> SecureMean:
   """Phase 2: runs the protocol over one round's clients and turns the unmasked sum into a mean.
 
   Args:
@@ -215,10 +298,13 @@ def secure_mean(codec: ContributionCodec, contributions: Sequence[np.ndarray], n
     denominator: Divides the (noised) sum: the DP mean's fixed clients_per_round; None divides
       by the survivors' weight sum (weighted codec) or their number.
     rng: Draws the noise; fresh OS entropy if None.
+    active: Run the protocol secure against an active server (`secagg.run_protocol`).
 
   Raises:
     secagg.InsufficientSharesError: One line, if fewer than t clients send their masked input:
       the protocol aborts and no sum is returned.
+    secagg.SecAggError: One line, of the class the protocol raised, if a party refused a message
+      (a `secagg.ProtocolViolation` naming the rule) or shares were inconsistent: no sum.
   """
   num_reporting = len(contributions)
   ids = range(num_reporting + num_dropped)
@@ -227,11 +313,14 @@ def secure_mean(codec: ContributionCodec, contributions: Sequence[np.ndarray], n
   t = secagg.default_threshold(len(ids)) if threshold is None else threshold
   try:
     result = secagg.run_protocol(inputs, MODULUS_BITS, t,
-                                 drop_after_sharing=range(num_reporting, len(ids)))
+                                 drop_after_sharing=range(num_reporting, len(ids)), active=active)
   except secagg.InsufficientSharesError as e:
     raise secagg.InsufficientSharesError(
         f'secure aggregation aborted: {num_reporting} of {len(ids)} clients sent a masked input, '
         f'fewer than the threshold t={t}, so no sum was computed ({e})') from None
+  except secagg.SecAggError as e:
+    message = ' '.join(str(e).split())
+    raise type(e)(f'secure aggregation aborted, no sum was computed: {message}') from None
   decoded = codec.decode(result.sum, len(result.included))
   total = decoded.value
   if noise_stddev:
@@ -335,8 +424,15 @@ class SecureAggregationRounds:
         clients_per_round=int(settings.clients_per_round), clip_norm=float(settings.clip_norm),
         adaptive=False) if self._dp else None
     self._weighted = algorithm != 'fedavg_unweighted' and not self._dp
-    client_work = registry.create_client_work(algorithm, task, client_optimizer, mu,
-                                              with_attacks)
+    self._private_metrics = settings.secagg_private_metrics
+    with _unfinalized_metric_sums() if self._private_metrics else contextlib.nullcontext():
+      client_work = registry.create_client_work(algorithm, task, client_optimizer, mu,
+                                                with_attacks)
+    num_metrics = 0
+    if self._private_metrics:
+      measurements_type = client_work.next.type_signature.result.measurements.member
+      self._finalize = _build_finalizer(task, measurements_type)
+      num_metrics = _count_leaves(measurements_type)
     weights_type = client_work.next.type_signature.parameter[1].member
     distributor = tff.learning.templates.build_broadcast_process(weights_type)
     self._finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
@@ -352,7 +448,7 @@ class SecureAggregationRounds:
       value_range = (settings.clip_norm if exact else
                      DEFAULT_WEIGHTED_RANGE if self._weighted else DEFAULT_RANGE)
     self.codec = ContributionCodec(length, settings.clients_per_round, float(value_range),
-                                   self._weighted)
+                                   self._weighted, num_metrics)
 
   def next(self, state: Any, client_inputs: list, num_dropped: int = 0
            ) -> tff.learning.templates.LearningProcessOutput:
@@ -366,24 +462,41 @@ class SecureAggregationRounds:
 
     Raises:
       secagg.InsufficientSharesError: If fewer clients report than the threshold.
+      secagg.ProtocolViolation: One line naming the rule, if a party refused a message.
       ValueError: With more clients than `clients_per_round`.
     """
     num_clients = len(client_inputs) + num_dropped
     if num_clients > self._settings.clients_per_round:
       raise ValueError(f'{num_clients} clients in one round; the secure sum is sized for '
                        f'clients_per_round={self._settings.clients_per_round}')
-    phase = self._client_phase(state.distributor, state.global_model_weights, state.client_work,
-                               list(client_inputs))
-    clients = phase['clients']
+    if self._private_metrics:
+      # One TFF call per client: its "sum" of metrics is the client's own, computed on the
+      # client; only the protocol adds them up. (Broadcast and client work are stateless.)
+      phases = [self._client_phase(state.distributor, state.global_model_weights,
+                                   state.client_work, [x]) for x in client_inputs]
+      phase = phases[-1] if phases else self._client_phase(
+          state.distributor, state.global_model_weights, state.client_work, [])
+      clients = [p['clients'][0] for p in phases]
+      metric_leaves = [np.array(tf.nest.flatten(p['client_work']), np.float64) for p in phases]
+    else:
+      phase = self._client_phase(state.distributor, state.global_model_weights,
+                                 state.client_work, list(client_inputs))
+      clients = phase['clients']
+      metric_leaves = [None] * len(clients)
     start = time.perf_counter()
-    contributions = [self.codec.encode(c['update'], c['weight'], c['norm_clipped'])
-                     for c in clients]
+    contributions = [self.codec.encode(c['update'], c['weight'], c['norm_clipped'], leaves)
+                     for c, leaves in zip(clients, metric_leaves)]
     s = self._settings
     noise = s.noise_multiplier * s.clip_norm if self._dp else 0.0
     result = secure_mean(self.codec, contributions, num_dropped, s.secagg_threshold,
                          noise_stddev=noise,
-                         denominator=float(s.clients_per_round) if self._dp else None)
+                         denominator=float(s.clients_per_round) if self._dp else None,
+                         active=s.secagg_active)
     protocol_seconds = time.perf_counter() - start
+    client_work_metrics = phase['client_work']
+    if self._private_metrics:
+      client_work_metrics = self._finalize_metrics(phases[0]['client_work'],
+                                                   result.decoded.metrics)
     if result.decoded.clipped_coordinates:
       logging.warning('secure aggregation clipped %d coordinates to its range ±%g; the mean is '
                       'biased: raise --secagg_range', result.decoded.clipped_coordinates,
@@ -400,10 +513,18 @@ class SecureAggregationRounds:
         client_work=phase['client_work_state'], aggregator=aggregator_state,
         finalizer=finalized.state)
     metrics = collections.OrderedDict(
-        distributor=phase['distributor'], client_work=phase['client_work'],
+        distributor=phase['distributor'], client_work=client_work_metrics,
         aggregator=self._measurements(result, len(clients), protocol_seconds),
         finalizer=finalized.measurements)
     return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+
+  def _finalize_metrics(self, template: Any, sums: np.ndarray
+                        ) -> 'collections.OrderedDict[str, Any]':
+    """The client work's measurements from the protocol's sum of unfinalized metric leaves."""
+    leaves = tf.nest.flatten(template)
+    summed = [np.asarray(np.rint(v) if np.issubdtype(np.asarray(t).dtype, np.integer) else v,
+                         np.asarray(t).dtype) for t, v in zip(leaves, sums)]
+    return self._finalize(tf.nest.pack_sequence_as(template, summed))
 
   def _measurements(self, result: SecureMean, num_reporting: int, protocol_seconds: float
                     ) -> 'collections.OrderedDict[str, Any]':
@@ -437,3 +558,55 @@ class SecureAggregationRounds:
 
   def close(self) -> None:
     """Nothing to release (the round runner interface of `tff_lab.training.loop`)."""
+
+
+def _sum_unfinalized(metric_finalizers, local_unfinalized_metrics_type=None):
+  """A metrics aggregator that sums the unfinalized metrics and does not finalize them."""
+  del metric_finalizers, local_unfinalized_metrics_type  # finalized after the secure sum
+
+  @tff.federated_computation
+  def sum_unfinalized(unfinalized_metrics):
+    return tff.federated_sum(unfinalized_metrics)
+
+  return sum_unfinalized
+
+
+@contextlib.contextmanager
+def _unfinalized_metric_sums():
+  """Client works built inside report unfinalized metric sums.
+
+  tff_lab's client-work builders take no metrics aggregator; they all look up TFF's
+  `sum_then_finalize` (in `tff.learning.metrics` or TFF's metrics `aggregator` module) when
+  they are built, so both are swapped for the duration of the build.
+  """
+  modules = (tff.learning.metrics, tff_metrics_aggregator)
+  saved = [m.sum_then_finalize for m in modules]
+  try:
+    for m in modules:
+      m.sum_then_finalize = _sum_unfinalized
+    yield
+  finally:
+    for m, original in zip(modules, saved):
+      m.sum_then_finalize = original
+
+
+def _build_finalizer(task: task_lib.Task, measurements_type) -> tff.Computation:
+  """A computation: unfinalized metric sums (the client work's layout) → finalized metrics."""
+  with tf.Graph().as_default():
+    finalizers = task.tff_model_fn().metric_finalizers()
+
+  @tff.tensorflow.computation(measurements_type)
+  def finalize(measurements):
+    return collections.OrderedDict(
+        (name, collections.OrderedDict((metric, finalizers[metric](value))
+                                       for metric, value in metrics.items()))
+        for name, metrics in measurements.items())
+
+  return finalize
+
+
+def _count_leaves(type_spec) -> int:
+  """The number of tensors in a TFF type."""
+  if isinstance(type_spec, tff.TensorType):
+    return 1
+  return sum(_count_leaves(t) for _, t in tff.structure.iter_elements(type_spec))

@@ -2,8 +2,9 @@
 
 One flag per setting, same name and default (`--aggregator`, `--trim_fraction`, `--clip_norm`,
 `--adaptive_clip`, `--compression`, `--bits`, `--dp`, `--noise_multiplier`,
-`--secure_aggregation`, ...). Names are strings, not enums, so a bad one gets the one-line error
-of `validate_aggregation_settings` rather than absl's usage dump.
+`--secure_aggregation`, `--secagg_threshold`, `--secagg_active`, ...). Names are strings, not
+enums, so a bad one gets the one-line error of `validate_aggregation_settings` rather than absl's
+usage dump.
 """
 
 import dataclasses
@@ -37,11 +38,16 @@ _HELP = {
     'noise_multiplier': 'DP noise multiplier z (> 0); only with --dp.',
     'secure_aggregation': 'Sum client updates with the secure aggregation protocol (Bonawitz '
                           'et al. 2017: pairwise masks, dropout recovery; mean only).',
-    'secagg_threshold': 'Secure aggregation: Shamir threshold t in [2, clients_per_round] '
-                        '(default: a majority); rounds with fewer reporting clients abort.',
+    'secagg_threshold': 'Secure aggregation: Shamir threshold t, a strict majority of '
+                        'clients_per_round (2t > n; default: the least one); rounds with fewer '
+                        'reporting clients abort.',
     'secagg_range': 'Secure aggregation: per-coordinate range of the fixed-point encoding of '
                     'the update (weight x update when weighted); default: clip_norm where it '
                     'bounds every coordinate, else 100 (10^4 weighted).',
+    'secagg_active': 'Secure aggregation against an active server: signed keys under a '
+                     'simulated Ed25519 PKI and the consistency-check round (Bonawitz et al.).',
+    'secagg_private_metrics': 'Secure aggregation also sums the training metrics and example '
+                              'counts in the masked vector (one TFF call per client).',
 }
 
 

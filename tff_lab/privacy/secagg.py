@@ -140,8 +140,9 @@ class ProtocolViolation(SecAggError):
   """
   rule = 'messages follow the protocol'
 
-  def __init__(self, party: str, detail: str):
-    super().__init__(f'{party} refuses: {detail} (rule: {self.rule})')
+  def __init__(self, party: str, detail: Optional[str] = None):
+    """`party` refuses because of `detail`; with `detail` None, `party` is the whole message."""
+    super().__init__(party if detail is None else f'{party} refuses: {detail} (rule: {self.rule})')
 
 
 class StageOrderViolation(ProtocolViolation):
