@@ -217,15 +217,19 @@ def test_kill_during_write_leaves_previous_checkpoint(process, tmp_path, monkeyp
   checkpoint.save_checkpoint(str(tmp_path), 1, _state(process, 1.0))
   before = (tmp_path / 'ckpt_000001.npz').read_bytes()
 
+  real_savez = np.savez
+
   def die(*args, **kwargs):
+    if kill_at == 'savez':  # half of the archive reaches the disk
+      real_savez(*args, **kwargs)
+      args[0].truncate(args[0].tell() // 2)
     raise _Killed()
 
   with monkeypatch.context() as m:
     m.setattr(np if kill_at == 'savez' else os, kill_at, die)
     with pytest.raises(_Killed):
       checkpoint.save_checkpoint(str(tmp_path), 2, _state(process, 2.0))
-  # Killed while serialising nothing is on disk yet; later, a whole temp file is left behind ...
-  assert (tmp_path / 'ckpt_000002.npz.tmp').exists() == (kill_at != 'savez')
+  assert (tmp_path / 'ckpt_000002.npz.tmp').exists()  # a torn or unsynced write is left ...
   assert checkpoint.list_checkpoints(str(tmp_path)) == [1]  # ... but is not a checkpoint
   assert (tmp_path / 'ckpt_000001.npz').read_bytes() == before
   restored = checkpoint.restore_latest(str(tmp_path), process.initialize())

@@ -19,7 +19,6 @@ good one.
 
 import collections
 import hashlib
-import io
 import json
 import os
 import re
@@ -159,15 +158,14 @@ def save_checkpoint(directory: str, round_num: int, state: Any, keep: int = 3, *
     arrays[_EXTRA_STRUCTURE_KEY] = np.frombuffer(json.dumps(structure).encode(), dtype=np.uint8)
     for i, leaf in enumerate(extra_leaves):
       arrays[f'extra_{i:05d}'] = leaf
-  content = io.BytesIO()
-  np.savez(content, **arrays)
-  with zipfile.ZipFile(content, 'a') as archive:
-    archive.comment = (_CHECKSUM_PREFIX + _digest(arrays)).encode('ascii')
+  digest = _digest(arrays)
   os.makedirs(directory, exist_ok=True)
   path = _path(directory, round_num)
   tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(content.getvalue())
+  with open(tmp, 'w+b') as f:
+    np.savez(f, **arrays)
+    with zipfile.ZipFile(f, 'a') as archive:
+      archive.comment = (_CHECKSUM_PREFIX + digest).encode('ascii')
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
@@ -197,11 +195,9 @@ def latest_checkpoint(directory: str) -> Optional[int]:
 def _read_arrays(path: str, round_num: int) -> dict[str, np.ndarray]:
   """Every array of the checkpoint at `path`, checked; raises CorruptCheckpointError."""
   try:
-    with open(path, 'rb') as f:
-      content = f.read()
-    with zipfile.ZipFile(io.BytesIO(content)) as archive:  # not a zip: np.load would unpickle
+    with zipfile.ZipFile(path) as archive:  # not a zip: np.load would try to unpickle it
       comment = archive.comment.decode('ascii')
-    with np.load(io.BytesIO(content), allow_pickle=False) as data:
+    with np.load(path, allow_pickle=False) as data:
       arrays = {name: data[name] for name in data.files}
   except FileNotFoundError:
     raise
