@@ -49,6 +49,9 @@ def test_epsilon_prints_its_convention_beside_the_others(sampling, capsys):
     assert accounting.Accounting(other_sampling, other_accountant, delta, m, n).text() in line
     assert _number(line, 'other_epsilon') == pytest.approx(accounting.epsilon(
         z, m, n, rounds, delta, accountant=other_accountant, sampling=other_sampling), rel=1e-5)
+  pld = accounting.epsilon(z, m, n, rounds, delta, accountant='pld', sampling='poisson')
+  rdp = accounting.epsilon(z, m, n, rounds, delta, sampling='poisson')
+  assert f'PLD {1 - pld / rdp:.0%} below RDP' in '\n'.join(lines)
 
 
 def test_epsilon_warns_on_large_delta_and_epsilon(capsys):

@@ -71,8 +71,10 @@ def run(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> int:
                                                   sampling=fv.sampling, **common)
       value = accounting.epsilon(z, accountant=fv.accountant, sampling=fv.sampling, **common)
       result = f'noise_multiplier={z:.6g}'
-    others = [(conv, eps) for conv, eps in accounting.epsilon_conventions(z, **common)
+    conventions = accounting.epsilon_conventions(z, **common)
+    others = [(conv, eps) for conv, eps in conventions
               if (conv.sampling, conv.accountant) != (used.sampling, used.accountant)]
+    poisson = {conv.accountant: eps for conv, eps in conventions if conv.sampling == 'poisson'}
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -81,13 +83,14 @@ def run(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> int:
     print(f'  which gives epsilon={value:.6g} under that convention')
   print(f'  the same noise_multiplier={z:.6g} under the other conventions (each applies only to '
         'a run that samples that way):')
+  tighter = f'PLD {1 - poisson["pld"] / poisson["rdp"]:.0%} below RDP'
   for conv, eps in others:
-    note = ''
-    if conv.sampling == 'poisson' and used.sampling == 'poisson':
-      pld, rdp = (eps, value) if conv.accountant == 'pld' else (value, eps)
-      note = f' (PLD {1 - pld / rdp:.0%} below RDP)'
-    elif conv.sampling == 'poisson':
-      note = ' (not tff-lab-run\'s default sampling)'
+    notes = []
+    if conv.sampling == 'poisson' and used.sampling != 'poisson':
+      notes.append('not tff-lab-run\'s default sampling')
+    if conv.sampling == used.sampling == 'poisson' or conv.accountant == 'pld':
+      notes.append(tighter)
+    note = f' ({"; ".join(notes)})' if notes else ''
     print(f'    sampling={conv.sampling} accountant={conv.accountant}: other_epsilon={eps:.6g}'
           f'{note}; {conv.text()}')
   for warning in accounting.dp_warnings(value, delta, fv.population):
