@@ -30,7 +30,6 @@ from tff_lab import runtime  # pylint: disable=g-import-not-at-top
 from tff_lab import faults  # pylint: disable=g-import-not-at-top
 from tff_lab.algorithms import vectorized  # pylint: disable=g-import-not-at-top
 from tff_lab.data import packing  # pylint: disable=g-import-not-at-top
-from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
 
 sys.path.insert(0, 'benchmarks')
 import scaling_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -73,7 +72,7 @@ def main(argv):
       if examples == 100:
         for path in ('fused', 'vectorized'):
           runner = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),
-                                               client_loop=config_lib.CLIENT_LOOPS[path])
+                                               client_loop=vectorized.SIMULATION_CLIENT_LOOPS[path])
           runner.next(state, _plans(task, 0))
           times = {'datasets': [], 'by_index': [], 'program': []}
           for r in range(1, _ROUNDS.value + 1):

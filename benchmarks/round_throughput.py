@@ -9,18 +9,19 @@ rate 0.1, server SGD with learning rate 1.0, every client in every round.
 Rows, all measured in this one process, their rounds interleaved (round k of every row, then
 round k+1 of every row, ...; the two TFF-runtime rows on the same tff_lab managed TFF worker):
 
-  0. tff_lab fused: `tff_lab.algorithms.vectorized.VectorizedRounds` (`--simulation=fused`, the
-     library's fast path) on the same clients, seeds and batches as row 1 (the training loop's
-     `ClientPlan`s): every client's local SGD in one TF program, one client after another; the
-     batches are packed by example index (`tff_lab.data.packing`). A round is timed from the
-     plans (client ids and shuffle seeds) to the new state, packing included.
+  0. tff_lab fused: the `fused` backend (`--simulation=fused`, the library's fast path,
+     `tff_lab.algorithms.vectorized.VectorizedRounds`) on the same plans as row 1 (the round
+     planner's, `tff_lab.simulation.plan`): every client's local SGD in one TF program, one
+     client after another; the batches are packed by example index (`tff_lab.data.packing`). A
+     round is timed from the plan (client ids and shuffle seeds) to the new state, packing
+     included.
   0b. tff_lab vectorized: the same with `--simulation=vectorized` (batched over clients with
      `tf.vectorized_map`).
 
-  1. tff_lab FedAvg: `tff_lab.algorithms.build_fedavg` on a `tff_lab.tasks.Task`, each round fed
-     `task.preprocess_train(...)` datasets with `sample_clients`/`client_shuffle_seed` exactly as
-     `tff_lab/training/loop.py` does (the task's ClientSpec shuffles with a buffer of
-     `--examples_per_client`, as the vanilla row does).
+  1. tff_lab FedAvg: the `tff` backend (`tff_lab.simulation.backends.ProcessRunner`) around
+     `tff_lab.algorithms.build_fedavg` on a `tff_lab.tasks.Task`: each round's plan becomes
+     `task.preprocess_train(...)` datasets, as in the training loop (the task's ClientSpec
+     shuffles with a buffer of `--examples_per_client`, as the vanilla row does).
   2. vanilla TFF: `tff.learning.algorithms.build_weighted_fed_avg` over a plain
      `tff.learning.models.from_keras_model`, fed `ds.shuffle(100).batch(20)` per client as in TFF's
      tutorials.
@@ -63,14 +64,13 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-orde
 import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 from tff_lab import algorithms  # pylint: disable=g-import-not-at-top
-from tff_lab import faults  # pylint: disable=g-import-not-at-top
 from tff_lab import models  # pylint: disable=g-import-not-at-top
 from tff_lab import runtime  # pylint: disable=g-import-not-at-top
 from tff_lab.algorithms import vectorized  # pylint: disable=g-import-not-at-top
 from tff_lab.data import client_data  # pylint: disable=g-import-not-at-top
+from tff_lab.simulation import backends  # pylint: disable=g-import-not-at-top
+from tff_lab.simulation import plan as plan_lib  # pylint: disable=g-import-not-at-top
 from tff_lab.tasks import task as task_lib  # pylint: disable=g-import-not-at-top
-from tff_lab.training.loop import client_shuffle_seed  # pylint: disable=g-import-not-at-top
-from tff_lab.training.loop import sample_clients  # pylint: disable=g-import-not-at-top
 
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds (epochs for the centralised row).')
 _WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1,
@@ -125,7 +125,8 @@ def time_interleaved(rows, warmup: int, rounds: int, expected_examples: int
   row measured first.
 
   Args:
-    rows: Maps a row name to `(process, make_datasets)`.
+    rows: Maps a row name to `(process, make_inputs)`: `make_inputs(round_num)` is the round's
+      datasets (vanilla), plan (tff_lab) or pooled dataset (centralised).
     warmup: Untimed rounds per row first (they include TFF tracing).
     rounds: Timed rounds per row.
     expected_examples: Examples each round must train on (a sanity check).
@@ -136,9 +137,9 @@ def time_interleaved(rows, warmup: int, rounds: int, expected_examples: int
   states = {name: process.initialize() for name, (process, _) in rows.items()}
   seconds = collections.OrderedDict((name, []) for name in rows)
   for round_num in range(1, warmup + rounds + 1):
-    for name, (process, make_datasets) in rows.items():
+    for name, (process, make_inputs) in rows.items():
       t0 = time.perf_counter()
-      output = process.next(states[name], make_datasets(round_num))
+      output = process.next(states[name], make_inputs(round_num))
       elapsed = time.perf_counter() - t0
       states[name] = output.state
       got = _num_examples(output.metrics)
@@ -151,33 +152,19 @@ def time_interleaved(rows, warmup: int, rounds: int, expected_examples: int
 
 
 def bench_tff_lab(task: task_lib.Task, seed: int):
-  """Row 1: the library path, fed exactly as tff_lab/training/loop.py feeds it."""
+  """Row 1: the library's `tff` backend on the round planner's plans, as the training loop runs
+  it (`tff_lab.simulation`): datasets built from each plan, then TFF's `process.next`."""
   process = algorithms.build_fedavg(
       task, client_optimizer=algorithms.create_optimizer('sgd', CLIENT_LR),
       server_optimizer=algorithms.create_optimizer('sgd', SERVER_LR))
-  client_ids = list(task.train_data.client_ids)
-
-  def make_datasets(round_num):
-    sampled = sample_clients(client_ids, len(client_ids), seed, round_num)
-    return [task.preprocess_train(task.train_data.create_tf_dataset_for_client(cid),
-                                  seed=client_shuffle_seed(seed, round_num, i))
-            for i, cid in enumerate(sampled)]
-
-  return process, make_datasets
+  runner = backends.ProcessRunner(process, task)
+  return (types.SimpleNamespace(initialize=process.initialize, next=runner.next),
+          make_plans(task, seed))
 
 
 def make_plans(task: task_lib.Task, seed: int):
-  """The in-graph rows' inputs: row 1's clients and shuffle seeds, as the loop plans them."""
-  client_ids = list(task.train_data.client_ids)
-  no_faults = faults.FaultConfig()
-
-  def plans(round_num):
-    sampled = sample_clients(client_ids, len(client_ids), seed, round_num)
-    return faults.plan_client_inputs(
-        task, sampled, faults.assign_roles(sampled, no_faults, seed, round_num), no_faults,
-        seed, round_num, lambda position: client_shuffle_seed(seed, round_num, position))
-
-  return plans
+  """Every row of the library's plans: every client each round, as the loop plans a round."""
+  return plan_lib.RoundPlanner(task, len(task.train_data.client_ids), seed=seed).plan
 
 
 def bench_vanilla_tff(train_data, batch_size: int):
@@ -261,9 +248,9 @@ def main(argv):
     in_graph_rows = collections.OrderedDict()
     for name, client_loop in (('tff_lab fused', 'sequential'),
                               ('tff_lab vectorized', 'vectorized_map')):
-      runner = vectorized.VectorizedRounds(task, CLIENT_LR,
-                                           algorithms.create_optimizer('sgd', SERVER_LR),
-                                           client_loop=client_loop)
+      runner = backends.InGraphRunner(vectorized.VectorizedRounds(
+          task, CLIENT_LR, algorithms.create_optimizer('sgd', SERVER_LR),
+          client_loop=client_loop))
       in_graph_rows[name] = (types.SimpleNamespace(initialize=tff_lab_row[0].initialize,
                                                    next=runner.next), make_plans(task, _SEED.value))
     # Every row's round k runs before any row's round k+1, so load drift is shared by all rows.

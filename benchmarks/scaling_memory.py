@@ -40,6 +40,7 @@ from tff_lab import runtime  # pylint: disable=g-import-not-at-top
 from tff_lab.algorithms import vectorized  # pylint: disable=g-import-not-at-top
 from tff_lab.data import client_data  # pylint: disable=g-import-not-at-top
 from tff_lab.tasks import task as task_lib  # pylint: disable=g-import-not-at-top
+from tff_lab.simulation import plan as plan_lib  # pylint: disable=g-import-not-at-top
 from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
 from tff_lab.training import loop  # pylint: disable=g-import-not-at-top
 
@@ -68,9 +69,9 @@ def make_task(num_clients: int, examples: int) -> task_lib.Task:
 
 
 def all_client_plans(task: task_lib.Task, round_num: int) -> list:
-  """Every client of `task` in round `round_num`, seeded as the training loop seeds it (seed 0)."""
-  return [faults.ClientPlan(c, loop.client_shuffle_seed(0, round_num, i), task.train_spec)
-          for i, c in enumerate(task.train_data.client_ids)]
+  """Every client of `task` in round `round_num`, planned as the training loop plans it (seed 0)."""
+  planner = plan_lib.RoundPlanner(task, len(task.train_data.client_ids), seed=0)
+  return list(planner.plan(round_num).clients)
 
 
 def time_rounds(runner, state, task, rounds: int, in_graph: bool) -> list[float]:
@@ -104,7 +105,7 @@ def scaling(sizes: list[int]) -> None:
         impl = process
       else:
         impl = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),
-                                           client_loop=config_lib.CLIENT_LOOPS[path])
+                                           client_loop=vectorized.SIMULATION_CLIENT_LOOPS[path])
       median = statistics.median(time_rounds(impl, process.initialize(), task, _ROUNDS.value,
                                              in_graph=path != 'tff'))
       if impl is not process:

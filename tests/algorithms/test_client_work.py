@@ -9,7 +9,7 @@ import tensorflow_federated as tff
 from tff_lab import algorithms
 from tff_lab import tasks
 from tff_lab.algorithms import client_work
-from tff_lab.training import loop
+from tff_lab.simulation import plan as plan_lib
 
 
 def _numpy_proximal_sgd(w0, batches, lr, mu):
@@ -32,7 +32,7 @@ def test_fedprox_round_matches_numpy(mu):
              for b in dataset]
   assert len(batches) > 5
   process = algorithms.build_fedprox(task, mu, tff.learning.optimizers.build_sgdm(lr))
-  w0 = loop.initial_model_weights(task, seed)
+  w0 = plan_lib.initial_model_weights(task, seed)
   state = process.next(process.set_model_weights(process.initialize(), w0), [dataset]).state
   expected = _numpy_proximal_sgd(w0.trainable[0].astype(np.float64), batches, lr, mu)
   np.testing.assert_allclose(process.get_model_weights(state).trainable[0], expected,
@@ -45,7 +45,7 @@ def test_tff_087_proximal_term_has_the_wrong_sign():
   task = task.with_train_spec(batch_size=5, num_epochs=3, shuffle_buffer_size=1)
   data = [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c))
           for c in task.train_data.client_ids]
-  w0 = loop.initial_model_weights(task, 0)
+  w0 = plan_lib.initial_model_weights(task, 0)
 
   def distance_moved(process):
     state = process.next(process.set_model_weights(process.initialize(), w0), data).state
@@ -72,7 +72,7 @@ def _single_client_delta(attack):
   task = task.with_train_spec(batch_size=10, shuffle_buffer_size=1)
   process = algorithms.build_fedavg(task, tff.learning.optimizers.build_sgdm(0.05),
                                     with_attacks=True)
-  w0 = loop.initial_model_weights(task, 0)
+  w0 = plan_lib.initial_model_weights(task, 0)
   cid = task.train_data.client_ids[0]
   data = [collections.OrderedDict(
       data=task.preprocess_train(task.train_data.create_tf_dataset_for_client(cid)),

@@ -5,7 +5,8 @@ import tensorflow_federated as tff
 
 from tff_lab import algorithms
 from tff_lab import tasks
-from tff_lab.training import loop
+from tff_lab.simulation import backends
+from tff_lab.simulation import plan as plan_lib
 
 
 def _pooled_train(task):
@@ -22,16 +23,14 @@ def test_fedavg_approaches_least_squares():
   task = tasks.create_task('seed_linear', {'num_clients': 8, 'iid': True, 'seed': seed})
   task = task.with_train_spec(batch_size=8, num_epochs=2)
   process = algorithms.build_fedavg(task, tff.learning.optimizers.build_sgdm(0.02))
-  state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, seed))
+  state = process.set_model_weights(process.initialize(), plan_lib.initial_model_weights(task, seed))
   x, y = _pooled_train(task)
   theta_star = np.linalg.lstsq(x, y, rcond=None)[0]
   start = np.linalg.norm(process.get_model_weights(state).trainable[0] - theta_star)
-  ids = task.train_data.client_ids
+  planner = plan_lib.RoundPlanner(task, len(task.train_data.client_ids), seed=seed)
+  runner = backends.ProcessRunner(process, task)
   for r in range(1, 31):
-    datasets = [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c),
-                                      seed=loop.client_shuffle_seed(seed, r, i))
-                for i, c in enumerate(ids)]
-    state = process.next(state, datasets).state
+    state = runner.next(state, planner.plan(r)).state
   end = np.linalg.norm(process.get_model_weights(state).trainable[0] - theta_star)
   # IID clients, small steps: FedAvg's fixed point is near the pooled least-squares solution.
   assert end < 0.05 * np.linalg.norm(theta_star), (start, end, theta_star.ravel())
@@ -44,7 +43,7 @@ def test_unweighted_and_weighted_differ_only_when_sizes_differ():
   opt = tff.learning.optimizers.build_sgdm(0.01)
   weighted = algorithms.build_fedavg(task, opt, weighted=True)
   unweighted = algorithms.build_fedavg(task, opt, weighted=False)
-  w0 = loop.initial_model_weights(task, 0)
+  w0 = plan_lib.initial_model_weights(task, 0)
   ids = task.train_data.client_ids
   data = [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c)) for c in ids]
   sizes = [len(task.train_data.create_tf_dataset_for_client(c)) for c in ids]

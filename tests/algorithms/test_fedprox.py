@@ -6,7 +6,7 @@ import tensorflow_federated as tff
 
 from tff_lab import algorithms
 from tff_lab import tasks
-from tff_lab.training import loop
+from tff_lab.simulation import plan as plan_lib
 
 
 @pytest.fixture(scope='module')
@@ -15,7 +15,7 @@ def setup():
   task = task.with_train_spec(batch_size=10, num_epochs=3, shuffle_buffer_size=1)
   data = [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c))
           for c in task.train_data.client_ids]
-  return task, data, loop.initial_model_weights(task, 0)
+  return task, data, plan_lib.initial_model_weights(task, 0)
 
 
 def _one_round(process, w0, data):

@@ -6,7 +6,7 @@ import tensorflow_federated as tff
 
 from tff_lab import algorithms
 from tff_lab import tasks
-from tff_lab.training import loop
+from tff_lab.simulation import plan as plan_lib
 
 
 def _client_arrays(task):
@@ -25,13 +25,14 @@ def test_fedsgd_equals_centralised_gradient_descent(clients_per_round):
   # gradient (its mean-loss gradient); FedSGD weights clients by example count.
   task = task.with_train_spec(batch_size=10_000, shuffle_buffer_size=1)
   process = algorithms.build_fedsgd(task, tff.learning.optimizers.build_sgdm(learning_rate=lr))
-  theta0 = loop.initial_model_weights(task, seed)
+  theta0 = plan_lib.initial_model_weights(task, seed)
   state = process.set_model_weights(process.initialize(), theta0)
   clients = dict(zip(task.train_data.client_ids, _client_arrays(task)))
 
   theta = theta0.trainable[0].astype(np.float64)  # [2, 1], f(x) = x @ theta
+  planner = plan_lib.RoundPlanner(task, clients_per_round, seed=seed)
   for r in range(1, rounds + 1):
-    sampled = loop.sample_clients(task.train_data.client_ids, clients_per_round, seed, r)
+    sampled = planner.plan(r).sampled
     state = process.next(state, [task.preprocess_train(
         task.train_data.create_tf_dataset_for_client(c)) for c in sampled]).state
     # Centralised GD on the union of the sampled clients' data, loss = mean((x θ - y)²).

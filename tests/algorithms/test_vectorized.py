@@ -8,16 +8,26 @@ import tensorflow as tf
 from tff_lab import algorithms
 from tff_lab import faults
 from tff_lab import tasks
+from tff_lab.algorithms import registry
 from tff_lab.algorithms import vectorized
-from tff_lab.training import loop
+from tff_lab.simulation import plan as plan_lib
 
 
-@pytest.mark.parametrize('client_loop', vectorized.CLIENT_LOOPS)
-@pytest.mark.parametrize('name, mu, server', [
+# One case per algorithm the in-graph backends run (test below), each with another server optimiser.
+_IN_GRAPH_CASES = [
     ('fedavg', 0.0, ('sgd', 1.0)),
     ('fedprox', 0.5, ('adam', 0.01)),
     ('fedavg_unweighted', 0.0, ('sgdm', 0.5)),
-])
+]
+
+
+def test_every_algorithm_the_in_graph_backends_run_is_compared_with_tff():
+  in_graph = {name for name in registry.names() if registry.get(name).runs_in_graph}
+  assert {case[0] for case in _IN_GRAPH_CASES} == in_graph
+
+
+@pytest.mark.parametrize('client_loop', vectorized.CLIENT_LOOPS)
+@pytest.mark.parametrize('name, mu, server', _IN_GRAPH_CASES)
 def test_rounds_match_tff_path(name, mu, server, client_loop):
   # Uneven clients (Dirichlet sizes), short last batches, two epochs, stragglers with fewer
   # steps and label-flipping attackers: everything the padding, masks and packing must get right.
@@ -27,18 +37,16 @@ def test_rounds_match_tff_path(name, mu, server, client_loop):
   server_opt = algorithms.create_optimizer(*server)
   process = algorithms.create_learning_process(
       name, task, algorithms.create_optimizer('sgd', 0.05), server_opt, mu=mu)
-  rounds = vectorized.VectorizedRounds(task, 0.05, server_opt, mu=mu,
-                                       weighted=name != 'fedavg_unweighted',
-                                       client_loop=client_loop)
+  spec = registry.get(name)
+  rounds = vectorized.VectorizedRounds(task, 0.05, server_opt, mu=mu, weighted=spec.weighted,
+                                       client_loop=client_loop, local_step=spec.local_step)
   fault_config = faults.FaultConfig(straggler_fraction=0.3, dropout_fraction=0.1,
                                     byzantine_fraction=0.2, attack='label_flip')
-  state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, 0))
+  state = process.set_model_weights(process.initialize(), plan_lib.initial_model_weights(task, 0))
   tff_state, vec_state = state, state
+  planner = plan_lib.RoundPlanner(task, 8, fault_config, seed=0)
   for r in range(1, 4):
-    sampled = loop.sample_clients(task.train_data.client_ids, 8, 0, r)
-    roles = faults.assign_roles(sampled, fault_config, 0, r)
-    plans = faults.plan_client_inputs(task, sampled, roles, fault_config, 0, r,
-                                      lambda p: loop.client_shuffle_seed(0, r, p))
+    plans = list(planner.plan(r).clients)
     # The TFF path trains on datasets; the in-graph path packs the same plans by index.
     tff_out = process.next(tff_state, faults.materialize_client_inputs(task, plans, 10))
     vec_out = rounds.next(vec_state, plans)
@@ -60,10 +68,8 @@ def test_datasets_and_plans_give_the_same_round():
       'fedavg', task, algorithms.create_optimizer('sgd', 0.1),
       algorithms.create_optimizer('sgd', 1.0))
   rounds = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0))
-  state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, 0))
-  sampled = loop.sample_clients(task.train_data.client_ids, 4, 0, 1)
-  plans = faults.plan_client_inputs(task, sampled, faults.assign_roles(
-      sampled, faults.FaultConfig(), 0, 1), faults.FaultConfig(), 0, 1, lambda p: 100 + p)
+  state = process.set_model_weights(process.initialize(), plan_lib.initial_model_weights(task, 0))
+  plans = list(plan_lib.RoundPlanner(task, 4, seed=0).plan(1).clients)
   by_plan = rounds.next(state, plans).state.global_model_weights.trainable
   by_dataset = rounds.next(state, faults.materialize_client_inputs(task, plans, 10)
                            ).state.global_model_weights.trainable
@@ -82,7 +88,7 @@ def test_sequential_loop_on_very_uneven_clients():
   process = algorithms.create_learning_process(
       'fedavg_unweighted', task, algorithms.create_optimizer('sgd', 0.1),
       algorithms.create_optimizer('sgd', 1.0))
-  state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, 0))
+  state = process.set_model_weights(process.initialize(), plan_lib.initial_model_weights(task, 0))
   a = task.preprocess_train(task.train_data.create_tf_dataset_for_client('client_0'))
   b = task.preprocess_train(task.train_data.create_tf_dataset_for_client('client_1').take(1))
   out = rounds.next(state, [a, b])
@@ -119,9 +125,7 @@ def test_plans_with_update_attacks_are_refused():
   task = tasks.create_task('seed_linear')
   rounds = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0))
   config = faults.FaultConfig(byzantine_fraction=0.4, attack='sign_flip')
-  sampled = loop.sample_clients(task.train_data.client_ids, 5, 0, 1)
-  plans = faults.plan_client_inputs(task, sampled, faults.assign_roles(sampled, config, 0, 1),
-                                    config, 0, 1, lambda p: p)
+  plans = list(plan_lib.RoundPlanner(task, 5, config, seed=0).plan(1).clients)
   with pytest.raises(ValueError, match='does not simulate update attacks'):
     rounds.pack(plans)
   rounds.close()
@@ -135,11 +139,8 @@ def test_clients_in_groups_give_the_same_round(client_loop):
   process = algorithms.create_learning_process(
       'fedavg', task, algorithms.create_optimizer('sgd', 0.1),
       algorithms.create_optimizer('sgd', 1.0))
-  state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, 0))
-  sampled = loop.sample_clients(task.train_data.client_ids, 8, 0, 1)
-  no_faults = faults.FaultConfig()
-  plans = faults.plan_client_inputs(task, sampled, faults.assign_roles(sampled, no_faults, 0, 1),
-                                    no_faults, 0, 1, lambda p: 7 + p)
+  state = process.set_model_weights(process.initialize(), plan_lib.initial_model_weights(task, 0))
+  plans = list(plan_lib.RoundPlanner(task, 8, seed=0).plan(1).clients)
   outs = []
   for group in (128, 3):
     rounds = vectorized.VectorizedRounds(task, 0.1, algorithms.create_optimizer('sgd', 1.0),

@@ -7,14 +7,11 @@ import tensorflow as tf
 from tff_lab import faults
 from tff_lab import tasks
 from tff_lab.data import packing
-from tff_lab.training import loop
+from tff_lab.simulation import plan as plan_lib
 
 
 def _plans(task, fault_config, round_num=1, clients=8):
-  sampled = loop.sample_clients(task.train_data.client_ids, clients, 3, round_num)
-  roles = faults.assign_roles(sampled, fault_config, 3, round_num)
-  return faults.plan_client_inputs(task, sampled, roles, fault_config, 3, round_num,
-                                   lambda p: loop.client_shuffle_seed(3, round_num, p))
+  return list(plan_lib.RoundPlanner(task, clients, fault_config, seed=3).plan(round_num).clients)
 
 
 @pytest.mark.parametrize('spec, fault_config', [

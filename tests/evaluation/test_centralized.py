@@ -6,12 +6,12 @@ import pytest
 from tff_lab import evaluation
 from tff_lab import tasks
 from tff_lab.evaluation import centralized
-from tff_lab.training import loop
+from tff_lab.simulation import plan as plan_lib
 
 
 def test_centralized_matches_keras():
   task = tasks.create_task('synthetic', {'num_devices': 5, 'seed': 1})
-  weights = loop.initial_model_weights(task, 3)
+  weights = plan_lib.initial_model_weights(task, 3)
   model = centralized.keras_model_with_weights(task, weights)
   x, y = task.centralized_test_data
   probs = model.predict(x, verbose=0)

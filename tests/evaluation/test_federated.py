@@ -7,7 +7,7 @@ import tensorflow_federated as tff
 from tff_lab import evaluation
 from tff_lab import tasks
 from tff_lab.evaluation import federated
-from tff_lab.training import loop
+from tff_lab.simulation import plan as plan_lib
 
 
 def test_histogram_percentile_matches_numpy():
@@ -23,7 +23,7 @@ def test_histogram_percentile_matches_numpy():
 def test_federated_evaluation_against_numpy():
   task = tasks.create_task('seed_linear', {'num_clients': 7, 'iid': False, 'noise': 1.5,
                                            'seed': 2})
-  weights = loop.initial_model_weights(task, 0)
+  weights = plan_lib.initial_model_weights(task, 0)
   theta = weights.trainable[0]
   result = evaluation.evaluate_federated(task, weights)
 
@@ -50,7 +50,7 @@ def test_federated_evaluation_against_numpy():
 
 def test_federated_and_centralised_agree_on_the_pooled_test_set():
   task = tasks.create_task('digits', {'model': 'mlp', 'num_clients': 6})
-  weights = loop.initial_model_weights(task, 1)
+  weights = plan_lib.initial_model_weights(task, 1)
   fed = evaluation.evaluate_federated(task, weights)
   central = evaluation.evaluate_centralized(task, weights)
   assert fed['num_examples'] == central['num_examples']

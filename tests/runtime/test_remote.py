@@ -26,6 +26,8 @@ from tff_lab.runtime import bind_shim
 from tff_lab.runtime import remote
 from tff_lab.runtime import worker_cli
 from tff_lab.runtime import workers
+from tff_lab.simulation import backends
+from tff_lab.simulation import plan as plan_lib
 from tff_lab.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,18 +70,15 @@ def fedavg():
 
 
 def _train(task, process, rounds: int, clients_per_round: int = 6):
-  """The training loop's own recipe (tff_lab.training.loop): seeded sampling and shuffling."""
+  """The training loop's own recipe: the round planner's plans on the `tff` backend."""
   tf.random.set_seed(SEED)
   state = process.set_model_weights(process.initialize(),
-                                    loop.initial_model_weights(task, SEED))
+                                    plan_lib.initial_model_weights(task, SEED))
   history = []
+  planner = plan_lib.RoundPlanner(task, clients_per_round, seed=SEED)
+  runner = backends.ProcessRunner(process, task)
   for round_num in range(1, rounds + 1):
-    sampled = loop.sample_clients(list(task.train_data.client_ids), clients_per_round, SEED,
-                                  round_num)
-    datasets = [task.preprocess_train(task.train_data.create_tf_dataset_for_client(c),
-                                      seed=loop.client_shuffle_seed(SEED, round_num, i))
-                for i, c in enumerate(sampled)]
-    output = process.next(state, datasets)
+    output = runner.next(state, planner.plan(round_num))
     state = output.state
     history.append(loop.round_metrics(output.metrics))
   return process.get_model_weights(state), history
@@ -96,7 +95,7 @@ def test_remote_run_matches_local_run(two_workers, fedavg):
   remote_weights, remote_history = _train(task, process, rounds=3)
   remote_eval = federated.evaluate_federated(task, remote_weights, fed_eval)
 
-  initial = loop.initial_model_weights(task, SEED).trainable
+  initial = plan_lib.initial_model_weights(task, SEED).trainable
   for a, b, w0 in zip(local_weights.trainable, remote_weights.trainable, initial):
     np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
     assert np.abs(a - w0).max() > 1e-3  # the model did train

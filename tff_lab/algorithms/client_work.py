@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
 
 ATTACK_KINDS = collections.OrderedDict(none=0, sign_flip=1, scale=2, gaussian=3)
@@ -87,8 +88,7 @@ def _build_client_update(model_fn, mu: float, weighted: bool, loop_implementatio
         output = model.forward_pass(batch, training=True)
       grads = tape.gradient(output.loss, trainable,
                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      if mu > 0.0:
-        grads = tuple(g + mu * (w - w0) for g, w, w0 in zip(grads, trainable, anchor))
+      grads = spec_lib.PROXIMAL_SGD.gradient(grads, trainable, anchor, {'mu': mu})
       optimizer_state, updated = optimizer.next(optimizer_state, trainable, grads)
       for var, value in zip(trainable, updated):
         var.assign(value)

@@ -16,12 +16,14 @@ client work (`client_work.py`, tested equal to TFF's for honest clients).
 (`tff_lab.algorithms.secure_rounds`).
 """
 
+import functools
 from typing import Optional
 
 import tensorflow_federated as tff
 
 from tff_lab.algorithms import client_work as client_work_lib
 from tff_lab.algorithms import composition
+from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
 
 
@@ -86,3 +88,19 @@ def build_fedavg_client_work(task: task_lib.Task,
   return tff.learning.templates.build_model_delta_client_work(
       task.tff_model_fn, client_optimizer, client_weighting=weighting,
       loop_implementation=loop_implementation)
+
+
+FEDAVG = spec_lib.AlgorithmSpec(
+    name='fedavg',
+    description='Federated Averaging, clients weighted by example count (McMahan et al. 2017); '
+    'FedOpt with a non-SGD server optimiser (Reddi et al. 2021)',
+    build_process=functools.partial(build_fedavg, weighted=True),
+    build_client_work=functools.partial(build_fedavg_client_work, weighted=True),
+    weighted=True, local_step=spec_lib.PLAIN_SGD)
+
+FEDAVG_UNWEIGHTED = spec_lib.AlgorithmSpec(
+    name='fedavg_unweighted',
+    description='Federated Averaging with every client weighted equally',
+    build_process=functools.partial(build_fedavg, weighted=False),
+    build_client_work=functools.partial(build_fedavg_client_work, weighted=False),
+    weighted=False, local_step=spec_lib.PLAIN_SGD)

@@ -10,12 +10,15 @@ Composed like TFF's `build_weighted_fed_prox`, but with tff_lab's client work: T
 proximal term has the wrong sign (see `client_work.py`).
 """
 
+import collections
+import functools
 from typing import Optional
 
 import tensorflow_federated as tff
 
 from tff_lab.algorithms import client_work as client_work_lib
 from tff_lab.algorithms import composition
+from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
 
 
@@ -44,3 +47,20 @@ def build_fedprox(task: task_lib.Task,
                                            with_attacks=with_attacks,
                                            loop_implementation=loop_implementation)
   return composition.compose_with_client_work(task, work, server_optimizer, model_aggregator)
+
+
+def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
+                   with_attacks=False, mu=0.0):
+  return build_fedprox(task, mu, client_optimizer, server_optimizer,
+                       model_aggregator=model_aggregator, with_attacks=with_attacks)
+
+
+SPEC = spec_lib.AlgorithmSpec(
+    name='fedprox',
+    description='FedProx: local SGD on F_k(w) + (μ/2)‖w − wᵗ‖² (Li et al., MLSys 2020)',
+    build_process=_build_process,
+    build_client_work=functools.partial(client_work_lib.build_client_work, weighted=True),
+    weighted=True,
+    hparams=collections.OrderedDict(mu=spec_lib.Hyperparameter(
+        0.0, 'Proximal strength μ (0: FedAvg).', minimum=0.0)),
+    local_step=spec_lib.PROXIMAL_SGD)

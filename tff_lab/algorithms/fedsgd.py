@@ -17,6 +17,7 @@ import tensorflow_federated as tff
 # TFF exports no builder for FedSGD's client work alone; this is the one `build_fed_sgd` composes.
 from tensorflow_federated.python.learning.algorithms import fed_sgd as tff_fed_sgd
 
+from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
 
 
@@ -40,3 +41,25 @@ def build_fedsgd_client_work(
   return tff_fed_sgd._build_fed_sgd_client_work(  # pylint: disable=protected-access
       task.tff_model_fn, tff.learning.metrics.sum_then_finalize,
       loop_implementation=loop_implementation)
+
+
+def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
+                   with_attacks=False):
+  del client_optimizer  # FedSGD's clients compute one gradient; they have no optimiser
+  if with_attacks:
+    raise ValueError('update attacks are not supported with --algorithm=fedsgd')
+  return build_fedsgd(task, server_optimizer, model_aggregator=model_aggregator)
+
+
+def _build_client_work(task, client_optimizer, with_attacks=False):
+  del client_optimizer
+  if with_attacks:
+    raise ValueError('update attacks are not supported with --algorithm=fedsgd')
+  return build_fedsgd_client_work(task)
+
+
+SPEC = spec_lib.AlgorithmSpec(
+    name='fedsgd',
+    description='Federated SGD: one full-batch gradient per client (McMahan et al. 2017, §2)',
+    build_process=_build_process, build_client_work=_build_client_work,
+    weighted=True, local_step=None, sends_model_delta=False)

@@ -1,25 +1,37 @@
-"""The algorithm names the experiment binary and configs accept.
+"""The algorithms the experiment binary, configs and notebooks accept, by name.
 
-`--algorithm` takes one of `ALGORITHMS`; FedOpt (FedAdam, FedYogi, FedAdagrad, FedAvgM) is
-`fedavg` with a non-SGD `--server_optimizer`.
+Each algorithm is one `tff_lab.algorithms.spec.AlgorithmSpec`, defined in its own module and
+registered here with one line (see "Adding an algorithm" in `spec.py`). FedOpt (FedAdam,
+FedYogi, FedAdagrad, FedAvgM) is `fedavg` with a non-SGD `--server_optimizer`.
 """
 
 from typing import Optional
 
 import tensorflow_federated as tff
 
-from tff_lab.algorithms import client_work as client_work_lib
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import fedprox
 from tff_lab.algorithms import fedsgd
+from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
 
-ALGORITHMS = ('fedavg', 'fedavg_unweighted', 'fedsgd', 'fedprox')
+for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC):
+  spec_lib.register(_spec)
+
+# The built-in algorithms; `spec.names()` also lists those registered later.
+ALGORITHMS = spec_lib.names()
+get = spec_lib.get
+names = spec_lib.names
 
 
 def check_algorithm(name: str) -> None:
-  if name not in ALGORITHMS:
-    raise ValueError(f'unknown algorithm {name!r}; choose one of {list(ALGORITHMS)}')
+  """Raises a one-line ValueError, listing the known algorithms, if `name` is not registered."""
+  spec_lib.get(name)
+
+
+def _hparams(spec: spec_lib.AlgorithmSpec, mu: float) -> dict:
+  # `mu` is the one hyperparameter a built-in algorithm takes; others take none.
+  return spec.resolve_hparams({'mu': mu} if 'mu' in spec.hparams else {})
 
 
 def create_learning_process(name: str, task: task_lib.Task,
@@ -32,17 +44,10 @@ def create_learning_process(name: str, task: task_lib.Task,
   With `with_attacks`, clients take `OrderedDict(data=, attack=)` inputs (see
   `client_work.py`); FedSGD does not support it (its clients send gradients, not local models).
   """
-  check_algorithm(name)
-  if name == 'fedsgd':
-    if with_attacks:
-      raise ValueError('update attacks are not supported with --algorithm=fedsgd')
-    return fedsgd.build_fedsgd(task, server_optimizer, model_aggregator=model_aggregator)
-  if name == 'fedprox':
-    return fedprox.build_fedprox(task, mu, client_optimizer, server_optimizer,
-                                 model_aggregator=model_aggregator, with_attacks=with_attacks)
-  return fedavg.build_fedavg(task, client_optimizer, server_optimizer,
-                             weighted=(name == 'fedavg'), model_aggregator=model_aggregator,
-                             with_attacks=with_attacks)
+  spec = spec_lib.get(name)
+  return spec.build_process(task, client_optimizer, server_optimizer,
+                            model_aggregator=model_aggregator, with_attacks=with_attacks,
+                            **_hparams(spec, mu))
 
 
 def create_client_work(name: str, task: task_lib.Task,
@@ -54,13 +59,6 @@ def create_client_work(name: str, task: task_lib.Task,
   For round runners that run the clients in TFF and aggregate outside it
   (`tff_lab.algorithms.secure_rounds`). FedSGD ignores the client optimiser.
   """
-  check_algorithm(name)
-  if name == 'fedsgd':
-    if with_attacks:
-      raise ValueError('update attacks are not supported with --algorithm=fedsgd')
-    return fedsgd.build_fedsgd_client_work(task)
-  if name == 'fedprox':  # the client work `fedprox.build_fedprox` composes
-    return client_work_lib.build_client_work(task, client_optimizer, mu, weighted=True,
-                                             with_attacks=with_attacks)
-  return fedavg.build_fedavg_client_work(task, client_optimizer, weighted=(name == 'fedavg'),
-                                         with_attacks=with_attacks)
+  spec = spec_lib.get(name)
+  return spec.build_client_work(task, client_optimizer, with_attacks=with_attacks,
+                                **_hparams(spec, mu))

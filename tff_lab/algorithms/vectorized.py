@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_lab.algorithms import spec as spec_lib
 from tff_lab.data import packing
 from tff_lab.faults import simulation as faults_lib
 from tff_lab.metrics import accuracy as accuracy_lib
@@ -68,6 +69,8 @@ def check_supported(client_optimizer: str, model_aggregator_is_default: bool,
 
 
 CLIENT_LOOPS = ('sequential', 'vectorized_map')
+# The client loop of each in-graph `--simulation` backend (tff_lab.simulation.backends).
+SIMULATION_CLIENT_LOOPS = {'fused': 'sequential', 'vectorized': 'vectorized_map'}
 # Clients of the sequential loop that may run at once (TF while_loop parallel_iterations): two
 # overlap the small per-step ops on a 2-core machine; more measured no faster.
 _PARALLEL_CLIENTS = 2
@@ -84,7 +87,8 @@ class VectorizedRounds:
   def __init__(self, task: task_lib.Task, client_learning_rate: float,
                server_optimizer: tff.learning.optimizers.Optimizer, mu: float = 0.0,
                weighted: bool = True, client_loop: str = 'sequential',
-               clients_per_program: int = 128):
+               clients_per_program: int = 128,
+               local_step: spec_lib.LocalStep = spec_lib.PROXIMAL_SGD):
     """Builds the round program.
 
     Args:
@@ -96,6 +100,7 @@ class VectorizedRounds:
       client_loop: `sequential` or `vectorized_map` (see the module docstring).
       clients_per_program: Clients packed into one run of the program; a round with more runs
         it on consecutive groups and adds their sums (float32 round-off apart, the same round).
+      local_step: The algorithm's local step (its spec's), with `mu` as its hyperparameter.
     """
     if client_loop not in CLIENT_LOOPS:
       raise ValueError(f'client_loop must be one of {CLIENT_LOOPS}, got {client_loop!r}')
@@ -123,7 +128,8 @@ class VectorizedRounds:
       self._y = tf.compat.v1.placeholder(spec['y'].dtype, [None, None] + spec['y'].shape.as_list())
       self._mask = tf.compat.v1.placeholder(tf.float32, [None, None, None])
       step_fn = functools.partial(_local_step, model, loss, task.prediction_kind,
-                                  float(client_learning_rate), float(mu), self._w0)
+                                  float(client_learning_rate), local_step, {'mu': float(mu)},
+                                  self._w0)
       build = (self._sequential_clients if client_loop == 'sequential'
                else self._vectorized_clients)
       self._outputs = self._sums(*build(step_fn))
@@ -266,8 +272,12 @@ def _like(template, values):
   return tf.nest.pack_sequence_as(template, tf.nest.flatten(values))
 
 
-def _local_step(model, loss_fn, kind, lr, mu, w0, w, xb, yb, mb):
-  """One client's SGD step on one padded batch: new weights, loss·count, correct, stepped."""
+def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, w, xb, yb, mb):
+  """One client's SGD step on one padded batch: new weights, loss·count, correct, stepped.
+
+  `local_step` (a `tff_lab.algorithms.spec.LocalStep`) turns the loss gradient into the
+  direction taken, with the algorithm's `hparams`, exactly as TFF's client work does.
+  """
   count = tf.reduce_sum(mb)
   with tf.GradientTape() as tape:
     tape.watch(w)
@@ -275,6 +285,7 @@ def _local_step(model, loss_fn, kind, lr, mu, w0, w, xb, yb, mb):
     batch_loss = tf.math.divide_no_nan(tf.reduce_sum(loss_fn(yb, preds) * mb), count)
   grads = tape.gradient(batch_loss, w, unconnected_gradients=tf.UnconnectedGradients.ZERO)
   step = tf.cast(count > 0, tf.float32)  # a client with no batch at this step stays put
-  new_w = [wi - step * lr * (gi + mu * (wi - w0i)) for wi, gi, w0i in zip(w, grads, w0)]
+  direction = local_step.gradient(grads, w, w0, hparams)  # the algorithm's step, written once
+  new_w = [wi - step * lr * di for wi, di in zip(w, direction)]
   correct = tf.reduce_sum(accuracy_lib.correct_predictions(kind, yb, preds) * mb)
   return new_w, batch_loss * count, correct, step

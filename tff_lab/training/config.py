@@ -22,18 +22,14 @@ from tff_lab import aggregators
 from tff_lab import faults as faults_lib
 from tff_lab import runtime
 from tff_lab.algorithms import optimizers as optimizers_lib
-from tff_lab.algorithms import vectorized
 from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.simulation import backends
 from tff_lab.tasks import registry as tasks_registry
 
 
 class ConfigError(ValueError):
   """A setting is invalid; the message names it."""
 
-
-SIMULATIONS = ('tff', 'fused', 'vectorized')
-# The in-graph schedules of tff_lab.algorithms.vectorized.VectorizedRounds, per --simulation.
-CLIENT_LOOPS = {'fused': 'sequential', 'vectorized': 'vectorized_map'}
 
 # Settings that may differ when resuming: they do not change what is computed per round.
 RESUMABLE_KEYS = ('rounds', 'root_output_dir', 'experiment_name', 'max_concurrent_clients',
@@ -158,18 +154,28 @@ class ExperimentConfig:
     for name in ('client_learning_rate', 'server_learning_rate'):
       _require(getattr(self, name) > 0, f'{name} must be positive, got {getattr(self, name)}')
     _require(self.eval_every >= 0, f'eval_every must be >= 0 (0 disables), got {self.eval_every}')
+    _require(isinstance(self.seed, int) and not isinstance(self.seed, bool)
+             and 0 <= self.seed <= 2**32 - 1, f'seed must be an integer in [0, 2**32 - 1], got '
+             f'{self.seed!r}')
     _require(self.client_max_elements is None or self.client_max_elements > 0,
              f'client_max_elements must be positive, got {self.client_max_elements}')
+    spec = algorithms_registry.get(self.algorithm)  # validation asks the spec, not the name
     _require(self.mu >= 0, f'mu must be >= 0, got {self.mu}')
-    _require(self.mu == 0 or self.algorithm == 'fedprox',
-             f'mu={self.mu} only applies to --algorithm=fedprox (got {self.algorithm!r})')
+    with_mu = [name for name in algorithms_registry.names()
+               if 'mu' in algorithms_registry.get(name).hparams]
+    _require(self.mu == 0 or 'mu' in spec.hparams,
+             f'mu={self.mu} only applies to --algorithm={"|".join(with_mu)} (got '
+             f'{self.algorithm!r})')
     try:
       self.faults.validate(self.clients_per_round)
     except ValueError as e:
       raise ConfigError(str(e)) from None
-    _require(not (self.faults.update_attacks and self.algorithm == 'fedsgd'),
-             f'--attack={self.attack} alters local updates; --algorithm=fedsgd sends gradients '
-             '(use fedavg, fedavg_unweighted or fedprox, or --attack=label_flip)')
+    if self.faults.update_attacks and not spec.supports_update_attacks:
+      others = [n for n in algorithms_registry.names()
+                if algorithms_registry.get(n).supports_update_attacks]
+      raise ConfigError(f'--attack={self.attack} alters local updates; '
+                        f'--algorithm={self.algorithm} sends gradients (use {", ".join(others)}, '
+                        'or --attack=label_flip)')
     try:
       aggregators.validate_aggregation_settings(**self.aggregation_settings())
     except TypeError:
@@ -190,25 +196,11 @@ class ExperimentConfig:
       _require(self.max_concurrent_clients == -1,
                '--max_concurrent_clients applies to the local worker; with --workers set it on '
                'each tff-lab-worker')
-      _require(self.simulation == 'tff', f'--simulation={self.simulation} does not use --workers')
     _require(self.worker_timeout > 0, f'worker_timeout must be positive, got {self.worker_timeout}')
-    _require(self.simulation in SIMULATIONS,
-             f'unknown simulation {self.simulation!r}; choose one of {list(SIMULATIONS)}')
-    _require(self.simulation == 'tff' or not self.aggregation.get('secure_aggregation'),
-             f'--secure_aggregation cannot be combined with --simulation={self.simulation}: its '
-             'clients train in TFF and the masking protocol sums their updates (use '
-             '--simulation=tff)')
-    if self.simulation in CLIENT_LOOPS:
-      _require(self.algorithm != 'fedsgd',
-               f'--simulation={self.simulation} runs fedavg, fedavg_unweighted and fedprox, not '
-               'fedsgd')
-      try:
-        vectorized.check_supported(self.client_optimizer,
-                                   model_aggregator_is_default=not self.aggregation,
-                                   update_attacks=self.faults.update_attacks,
-                                   simulation=self.simulation)
-      except ValueError as e:
-        raise ConfigError(str(e)) from None
+    try:  # what the backend this config selects cannot run (tff_lab.simulation.backends)
+      backends.check(self)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     _require(bool(self.experiment_name) and os.sep not in self.experiment_name,
              f'experiment_name must be a non-empty name without {os.sep!r}, '
              f'got {self.experiment_name!r}')
@@ -240,7 +232,8 @@ def prepare_experiment_dir(config: ExperimentConfig) -> str:
     The experiment directory.
 
   Raises:
-    ConfigError: If the directory cannot be written, or it holds a run with other settings.
+    ConfigError: If the directory cannot be written, its config.json cannot be read (damaged),
+      or it holds a run with other settings. Nothing in the directory is changed then.
   """
   exp_dir = config.experiment_dir
   config_path = os.path.join(exp_dir, 'config.json')
@@ -257,8 +250,16 @@ def prepare_experiment_dir(config: ExperimentConfig) -> str:
                       f'{e.strerror or e}') from None
   current = json.loads(json.dumps(config.to_dict()))  # normalise (tuples -> lists etc.)
   if os.path.exists(config_path):
-    with open(config_path) as f:
-      saved = json.load(f)
+    try:
+      with open(config_path, encoding='utf-8') as f:
+        saved = json.load(f)
+      if not isinstance(saved, dict):
+        raise ValueError(f'it holds a JSON {type(saved).__name__}, not an object')
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+      raise ConfigError(
+          f'{config_path} cannot be read ({e}), so the run in {exp_dir!r} cannot be checked for '
+          'resuming: restore the file to resume, pass --overwrite to start over, or choose another '
+          '--experiment_name') from None
     old, new = _comparable(saved), _comparable(current)
     diffs = [f'{k}: saved {old.get(k)!r}, given {new.get(k)!r}'
              for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]

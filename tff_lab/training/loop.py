@@ -36,13 +36,13 @@ from tff_lab import runtime
 from tff_lab.aggregators import dp as dp_lib
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
-from tff_lab.algorithms import secure_rounds
-from tff_lab.algorithms import vectorized
 from tff_lab.evaluation import centralized
 from tff_lab.evaluation import federated
 from tff_lab.metrics import plotting
 from tff_lab.metrics import writers
 from tff_lab.privacy import accounting
+from tff_lab.simulation import backends
+from tff_lab.simulation import plan as plan_lib
 from tff_lab.tasks import registry as tasks_registry
 from tff_lab.tasks import task as task_lib
 from tff_lab.training import checkpoint
@@ -53,26 +53,10 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or infinite loss."""
 
 
-def sample_clients(client_ids: list[str], num_clients: int, seed: int, round_num: int
-                   ) -> list[str]:
-  """Uniform sampling without replacement, a pure function of (seed, round_num)."""
-  rng = np.random.default_rng([seed, round_num])
-  picked = rng.choice(len(client_ids), size=num_clients, replace=False)
-  return [client_ids[i] for i in picked]
-
-
-def client_shuffle_seed(seed: int, round_num: int, position: int) -> int:
-  """The tf.data shuffle seed of the `position`-th sampled client in round `round_num`."""
-  return int(np.random.SeedSequence([seed, round_num, position, 7]).generate_state(1)[0] >> 1)
-
-
-def initial_model_weights(task: task_lib.Task, seed: int) -> tff.learning.models.ModelWeights:
-  """Keras' initialisers under `seed`: the same initial model on every run with that seed."""
-  tf.keras.utils.set_random_seed(seed)
-  model = task.model_fn()
-  return tff.learning.models.ModelWeights(
-      trainable=[v.numpy() for v in model.trainable_variables],
-      non_trainable=[v.numpy() for v in model.non_trainable_variables])
+# Where rounds come from (tff_lab.simulation.plan); kept under these names for callers of the loop.
+sample_clients = plan_lib.sample_clients
+client_shuffle_seed = plan_lib.client_shuffle_seed
+initial_model_weights = plan_lib.initial_model_weights
 
 
 def build_task(config: config_lib.ExperimentConfig) -> task_lib.Task:
@@ -95,11 +79,10 @@ def _server_optimizer(config: config_lib.ExperimentConfig) -> tff.learning.optim
 def needs_weighted_aggregator(config: config_lib.ExperimentConfig) -> bool:
   """Whether the run's learning process takes a weighted `tff.aggregators` factory.
 
-  Every algorithm but `fedavg_unweighted` is weighted; with update attacks every algorithm
-  composes tff_lab's client work with a weighted aggregator (fedavg_unweighted's clients then
-  report weight 1).
+  As the algorithm's spec says; with update attacks every algorithm composes tff_lab's client
+  work with a weighted aggregator (an unweighted algorithm's clients then report weight 1).
   """
-  return config.algorithm != 'fedavg_unweighted' or config.faults.update_attacks
+  return algorithms_registry.get(config.algorithm).weighted or config.faults.update_attacks
 
 
 def check_model_aggregator(config: config_lib.ExperimentConfig, model_aggregator) -> None:
@@ -129,7 +112,8 @@ def check_model_aggregator(config: config_lib.ExperimentConfig, model_aggregator
           else tff.aggregators.UnweightedAggregationFactory)
   if not isinstance(model_aggregator, kind):
     why = (' (update attacks compose every algorithm with a weighted aggregator)'
-           if config.faults.update_attacks and config.algorithm == 'fedavg_unweighted' else '')
+           if config.faults.update_attacks
+           and not algorithms_registry.get(config.algorithm).weighted else '')
     raise config_lib.ConfigError(
         f'--algorithm={config.algorithm} needs a tff.aggregators.{kind.__name__}{why}, got '
         f'{type(model_aggregator).__name__}; wrap an unweighted factory with '
@@ -216,11 +200,11 @@ def round_metrics(process_metrics: Any) -> 'collections.OrderedDict[str, Any]':
 
 def _restore_or_init(process, task, config, ckpt_dir, csv_writer):
   template = process.initialize()
-  start = checkpoint.latest_checkpoint(ckpt_dir)
-  if start is not None:
-    state = checkpoint.load_checkpoint(ckpt_dir, start, template)
-    csv_writer.truncate_after(start)
-    return state, start
+  # The newest good checkpoint: damaged newer ones are moved aside, with one warning line.
+  restored = checkpoint.restore_latest(ckpt_dir, template)
+  if restored is not None:
+    csv_writer.truncate_after(restored.round_num)
+    return restored.state, restored.round_num
   state = process.set_model_weights(template, initial_model_weights(task, config.seed))
   csv_writer.truncate_after(0)
   checkpoint.save_checkpoint(ckpt_dir, 0, state)
@@ -234,6 +218,64 @@ def _evaluate(task, weights, fed_eval, keras_model) -> 'collections.OrderedDict[
   for k, v in centralized.evaluate_centralized(task, weights, keras_model).items():
     out[f'central_eval_{k}'] = v
   return out
+
+
+def _set_execution_context(config: config_lib.ExperimentConfig) -> None:
+  if config.workers:
+    runtime.set_remote_context(list(config.workers), reconnect_timeout=config.worker_timeout)
+  else:
+    runtime.set_local_context(max_concurrent_clients=config.max_concurrent_clients)
+  # tf.data combines each shuffle's op seed with TF's global seed, so fix the global seed on every
+  # (re)start; otherwise a resumed run would shuffle differently from an uninterrupted one.
+  tf.random.set_seed(config.seed)
+
+
+def _train_round(runner: backends.RoundRunner, state: Any, plan: plan_lib.RoundPlan,
+                 config: config_lib.ExperimentConfig,
+                 epsilon: Optional[accounting.EpsilonTracker], ckpt_dir: str):
+  """Runs one planned round; returns (new state, its metrics).
+
+  Raises:
+    NonFiniteLossError: If the round's training loss is not finite (nothing is written).
+  """
+  t0 = time.time()
+  output = runner.next(state, plan)
+  metrics = round_metrics(output.metrics)
+  if config.faults != faults_lib.FaultConfig():
+    metrics.update(plan.fault_metrics())
+  if epsilon is not None:
+    metrics['dp_epsilon'] = epsilon.epsilon_after(plan.round_num)
+    metrics['dp_delta'] = epsilon.delta
+  loss = metrics.get('train_loss')
+  if loss is not None and not math.isfinite(loss):
+    raise NonFiniteLossError(
+        f'round {plan.round_num}: training loss is {loss}; stopping. The last good checkpoint '
+        f'(round {checkpoint.latest_checkpoint(ckpt_dir)}) is kept in {ckpt_dir}. Lower the '
+        'learning rates or check the data.')
+  metrics['round_seconds'] = time.time() - t0
+  return output.state, metrics
+
+
+def _write_final_outputs(config, task, process, state, exp_dir, csv_path, fed_eval, keras_model,
+                         last, start_round, started) -> 'collections.OrderedDict[str, Any]':
+  """curves.png, final_model.keras and summary.json (after a final evaluation if missing)."""
+  weights = process.get_model_weights(state)
+  if fed_eval is not None and 'fed_eval_accuracy' not in last:
+    last.update(_evaluate(task, weights, fed_eval, keras_model))
+  plotting.plot_curves(csv_path, os.path.join(exp_dir, 'curves.png'),
+                       title=f'{task.description} — {config.algorithm}')
+  final_model = centralized.keras_model_with_weights(task, weights)
+  final_model.save(os.path.join(exp_dir, 'final_model.keras'))
+  summary = collections.OrderedDict(
+      config=config.to_dict(), task=task.summary(), rounds_completed=config.rounds,
+      resumed_from_round=start_round, wall_seconds_this_run=time.time() - started,
+      final_metrics=collections.OrderedDict(
+          (k, v) for k, v in last.items() if isinstance(v, (int, float))),
+      files=['metrics.csv', 'tensorboard/', 'curves.png', 'summary.json', 'final_model.keras',
+             'checkpoints/', 'config.json'])
+  with open(os.path.join(exp_dir, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  return summary
 
 
 def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
@@ -250,83 +292,30 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   check_model_aggregator(config, model_aggregator)
   task = build_task(config)
   config.validate_against_task(len(task.train_data.client_ids), task.prediction_kind)
+  planner = plan_lib.RoundPlanner(task, config.clients_per_round, config.faults, config.seed)
   exp_dir = config_lib.prepare_experiment_dir(config)
   ckpt_dir = os.path.join(exp_dir, 'checkpoints')
   csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
-
-  if config.workers:
-    runtime.set_remote_context(list(config.workers), reconnect_timeout=config.worker_timeout)
-  else:
-    runtime.set_local_context(max_concurrent_clients=config.max_concurrent_clients)
-  # tf.data combines each shuffle's op seed with TF's global seed, so fix the global seed on every
-  # (re)start; otherwise a resumed run would shuffle differently from an uninterrupted one.
-  tf.random.set_seed(config.seed)
+  _set_execution_context(config)
   model_aggregator = create_model_aggregator(config, model_aggregator)
   process = build_process(config, task, model_aggregator)
-  in_graph = config.simulation in config_lib.CLIENT_LOOPS
-  if in_graph:
-    # Same state and mathematics as `process`; only how a round is scheduled differs. Built
-    # before any other Keras model: it makes a TF1 graph, which invalidates earlier Keras models.
-    round_runner = vectorized.VectorizedRounds(
-        task, config.client_learning_rate, _server_optimizer(config), mu=config.mu,
-        weighted=config.algorithm != 'fedavg_unweighted',
-        client_loop=config_lib.CLIENT_LOOPS[config.simulation])
-  else:
-    round_runner = process
-  if config.aggregation.get('secure_aggregation'):  # --simulation=tff only (config.validate)
-    # Clients train in TFF; the real masking protocol (Bonawitz et al. 2017) sums their updates.
-    round_runner = secure_rounds.SecureAggregationRounds(
-        task, config.algorithm, optimizers_lib.create_optimizer(
-            config.client_optimizer, config.client_learning_rate,
-            **config.client_optimizer_hparams),
-        _server_optimizer(config), aggregators.AggregationSettings(**config.aggregation_settings()),
-        mu=config.mu, with_attacks=config.faults.update_attacks)
+  # Built before any other Keras model: the in-graph backends make a TF1 graph, which
+  # invalidates earlier Keras models.
+  runner = backends.build_runner(backends.BackendContext(config, task, process, model_aggregator))
   fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
   keras_model = task.model_fn()
   state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer)
   tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'), resume_at=start_round)
-
-  client_ids = list(task.train_data.client_ids)
-  fault_config = config.faults
-  # Only the mechanism that adds the noise reports ε: the secure round runner's (it adds the
-  # noise after unmasking) or the aggregator's; none declared, no ε.
-  epsilon = create_epsilon_tracker(
-      dp_lib.mechanism_of(round_runner if round_runner is not process else model_aggregator),
-      config, len(client_ids))
-  num_classes = int(keras_model.output_shape[-1])
+  # Only the mechanism that adds the noise reports ε, as the runner that applies it declares it.
+  epsilon = create_epsilon_tracker(dp_lib.mechanism_of(runner), config, planner.population)
   last: dict = {}
   started = time.time()
   bar = tqdm.tqdm(total=config.rounds, initial=start_round, desc=f'{config.task}/{config.algorithm}',
                   unit='round', disable=not config.progress, dynamic_ncols=True)
   try:
     for round_num in range(start_round + 1, config.rounds + 1):
-      t0 = time.time()
-      sampled = sample_clients(client_ids, config.clients_per_round, config.seed, round_num)
-      roles = faults_lib.assign_roles(sampled, fault_config, config.seed, round_num)
-      client_inputs = faults_lib.plan_client_inputs(
-          task, sampled, roles, fault_config, config.seed, round_num,
-          lambda position: client_shuffle_seed(config.seed, round_num, position))
-      if not in_graph:  # the in-graph runners pack plans by example index, without datasets
-        client_inputs = faults_lib.materialize_client_inputs(task, client_inputs, num_classes)
-      if isinstance(round_runner, secure_rounds.SecureAggregationRounds):
-        # Dropped clients share keys, then vanish: their masks are recovered from shares.
-        output = round_runner.next(state, client_inputs, num_dropped=len(roles.dropped))
-      else:
-        output = round_runner.next(state, client_inputs)
-      metrics = round_metrics(output.metrics)
-      if fault_config != faults_lib.FaultConfig():
-        metrics.update(roles.metrics())
-      if epsilon is not None:
-        metrics['dp_epsilon'] = epsilon.epsilon_after(round_num)
-        metrics['dp_delta'] = epsilon.delta
-      loss = metrics.get('train_loss')
-      if loss is not None and not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f'round {round_num}: training loss is {loss}; stopping. The last good checkpoint '
-            f'(round {checkpoint.latest_checkpoint(ckpt_dir)}) is kept in {ckpt_dir}. Lower the '
-            'learning rates or check the data.')
-      state = output.state
-      metrics['round_seconds'] = time.time() - t0
+      state, metrics = _train_round(runner, state, planner.plan(round_num), config, epsilon,
+                                    ckpt_dir)
       if fed_eval is not None and (round_num % config.eval_every == 0
                                    or round_num == config.rounds):
         metrics.update(_evaluate(task, process.get_model_weights(state), fed_eval, keras_model))
@@ -342,25 +331,8 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   finally:
     bar.close()
     tb_writer.close()
-    if round_runner is not process:
-      round_runner.close()
+    runner.close()
     if config.workers:  # a notebook continues on a local worker, not on the remote ones
       runtime.set_local_context()
-
-  weights = process.get_model_weights(state)
-  if fed_eval is not None and 'fed_eval_accuracy' not in last:
-    last.update(_evaluate(task, weights, fed_eval, keras_model))
-  plotting.plot_curves(csv_writer.path, os.path.join(exp_dir, 'curves.png'),
-                       title=f'{task.description} — {config.algorithm}')
-  final_model = centralized.keras_model_with_weights(task, weights)
-  final_model.save(os.path.join(exp_dir, 'final_model.keras'))
-  summary = collections.OrderedDict(
-      config=config.to_dict(), task=task.summary(), rounds_completed=config.rounds,
-      resumed_from_round=start_round, wall_seconds_this_run=time.time() - started,
-      final_metrics=collections.OrderedDict(
-          (k, v) for k, v in last.items() if isinstance(v, (int, float))),
-      files=['metrics.csv', 'tensorboard/', 'curves.png', 'summary.json', 'final_model.keras',
-             'checkpoints/', 'config.json'])
-  with open(os.path.join(exp_dir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  return summary
+  return _write_final_outputs(config, task, process, state, exp_dir, csv_writer.path, fed_eval,
+                              keras_model, last, start_round, started)

@@ -1,0 +1,69 @@
+"""Algorithm specs: validation asks the spec; the local step is written once for every backend."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_lab.algorithms import fedavg
+from tff_lab.algorithms import registry
+from tff_lab.algorithms import spec as spec_lib
+from tff_lab.training import config as config_lib
+
+
+def test_builtin_specs_say_what_they_support():
+  assert registry.names()[:4] == ('fedavg', 'fedavg_unweighted', 'fedsgd', 'fedprox')
+  assert [registry.get(n).weighted for n in ('fedavg', 'fedavg_unweighted')] == [True, False]
+  fedsgd = registry.get('fedsgd')
+  assert not fedsgd.runs_in_graph and not fedsgd.supports_update_attacks
+  assert registry.get('fedprox').runs_in_graph and list(registry.get('fedprox').hparams) == ['mu']
+
+
+def test_hyperparameters_are_checked_by_name_and_range():
+  spec = registry.get('fedprox')
+  assert spec.resolve_hparams({}) == collections.OrderedDict(mu=0.0)
+  assert spec.resolve_hparams({'mu': 2}) == collections.OrderedDict(mu=2)
+  with pytest.raises(ValueError, match=r"has no hyperparameter\(s\) \['lam'\]"):
+    spec.resolve_hparams({'lam': 1.0})
+  with pytest.raises(ValueError, match='mu must be >= 0'):
+    spec.resolve_hparams({'mu': -0.5})
+  with pytest.raises(ValueError, match='finite number'):
+    spec.resolve_hparams({'mu': float('nan')})
+
+
+def test_proximal_step_is_the_gradient_of_the_proximal_objective():
+  rng = np.random.default_rng(0)
+  g, w, w0 = (rng.normal(size=(3, 2)).astype(np.float32) for _ in range(3))
+  out = spec_lib.PROXIMAL_SGD.gradient([tf.constant(g)], [tf.constant(w)], [tf.constant(w0)],
+                                       {'mu': 0.7})
+  np.testing.assert_allclose(out[0].numpy(), g + 0.7 * (w - w0), rtol=1e-6)
+  same = spec_lib.PROXIMAL_SGD.gradient([tf.constant(g)], [tf.constant(w)], [tf.constant(w0)],
+                                        {'mu': 0.0})
+  np.testing.assert_array_equal(same[0].numpy(), g)
+  np.testing.assert_array_equal(spec_lib.PLAIN_SGD.gradient([g], [w], [w0], {})[0], g)
+
+
+def test_registration_refuses_duplicates_and_non_specs():
+  with pytest.raises(ValueError, match="'fedavg' is already registered"):
+    spec_lib.register(fedavg.FEDAVG)
+  with pytest.raises(TypeError, match='takes an AlgorithmSpec'):
+    spec_lib.register('fedavg')
+  with pytest.raises(ValueError, match="unknown algorithm 'scaffold'; choose one of"):
+    registry.get('scaffold')
+
+
+def test_validation_asks_the_spec_not_the_name():
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  # A registered variant of FedSGD under another name gets FedSGD's refusals.
+  clone = dataclasses.replace(registry.get('fedsgd'), name='fedsgd_clone')
+  spec_lib.register(clone)
+  try:
+    with pytest.raises(config_lib.ConfigError, match='--algorithm=fedsgd_clone sends gradients'):
+      config_lib.ExperimentConfig(algorithm='fedsgd_clone', byzantine_fraction=0.2).validate()
+    with pytest.raises(config_lib.ConfigError, match='not fedsgd_clone'):
+      config_lib.ExperimentConfig(algorithm='fedsgd_clone', simulation='fused').validate()
+    with pytest.raises(config_lib.ConfigError, match='only applies to --algorithm=fedprox'):
+      config_lib.ExperimentConfig(algorithm='fedsgd_clone', mu=0.1).validate()
+  finally:
+    del spec_lib._SPECS['fedsgd_clone']  # pylint: disable=protected-access

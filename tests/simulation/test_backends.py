@@ -1,0 +1,92 @@
+"""The backend registry: one protocol, checks before tracing, and the loop only calls it."""
+
+import numpy as np
+import pytest
+
+from tff_lab.simulation import backends
+from tff_lab.simulation import plan as plan_lib
+from tff_lab.training import checkpoint
+from tff_lab.training import config as config_lib
+from tff_lab.training import loop
+
+
+def _config(tmp_path, name='e', **kwargs):
+  return config_lib.ExperimentConfig(
+      task='seed_linear', rounds=3, clients_per_round=4, eval_every=0, checkpoint_every=1,
+      root_output_dir=str(tmp_path), experiment_name=name, progress=False, **kwargs)
+
+
+def test_the_builtin_backends_are_registered():
+  assert list(backends.BACKENDS) == ['tff', 'fused', 'vectorized', 'secure']
+  assert backends.simulation_names() == ('tff', 'fused', 'vectorized')
+  cfg = config_lib.ExperimentConfig()
+  assert backends.backend_name(cfg) == 'tff'
+  cfg.aggregation = {'secure_aggregation': True}
+  assert backends.backend_name(cfg) == 'secure'
+
+
+@pytest.mark.parametrize('settings, message', [
+    ({'simulation': 'gpu'}, "unknown simulation 'gpu'; choose one of"),
+    ({'simulation': 'fused', 'algorithm': 'fedsgd'}, 'not fedsgd'),
+    ({'simulation': 'fused', 'client_optimizer': 'adam'}, 'client_optimizer=sgd only'),
+    ({'simulation': 'vectorized', 'aggregation': {'aggregator': 'median'}},
+     'default mean aggregation only'),
+    ({'simulation': 'fused', 'aggregation': {'secure_aggregation': True}},
+     'cannot be combined with --simulation=fused'),
+])
+def test_each_backend_refuses_what_it_cannot_run_in_one_line(settings, message):
+  with pytest.raises(config_lib.ConfigError, match=message) as e:
+    config_lib.ExperimentConfig(**settings).validate()
+  assert '\n' not in str(e.value)
+
+
+def test_a_name_is_registered_once():
+  with pytest.raises(ValueError, match="backend 'tff' is already registered"):
+    backends.register(backends.BACKENDS['tff'])
+
+
+def _describe(plan):
+  # TFF's ClientSpec compares by identity; compare what it holds.
+  return (plan.round_num, plan.sampled, plan.roles,
+          [(c.client_id, c.shuffle_seed, c.train_spec.num_epochs, c.train_spec.batch_size,
+            c.train_spec.max_elements, c.train_spec.shuffle_buffer_size, c.flip_labels, c.attack)
+           for c in plan.clients])
+
+
+@pytest.fixture
+def recording_backend():
+  """A backend registered from outside: TFF's runner, recording every plan it is given."""
+  seen = []
+
+  class Recording:
+
+    def __init__(self, context):
+      self._inner = backends.BACKENDS['tff'].build(context)
+
+    def next(self, state, plan):
+      seen.append(plan)
+      return self._inner.next(state, plan)
+
+    def close(self):
+      seen.append('closed')
+
+  backends.register(backends.Backend('recording', 'records plans', lambda config: None,
+                                     Recording))
+  yield seen
+  del backends.BACKENDS['recording']
+
+
+def test_the_loop_runs_any_registered_backend_on_the_planners_plans(tmp_path, recording_backend):
+  loop.run_experiment(_config(tmp_path, 'rec', simulation='recording'))
+  loop.run_experiment(_config(tmp_path, 'tff'))
+  plans, closed = recording_backend[:-1], recording_backend[-1]
+  assert closed == 'closed'
+  task = loop.build_task(_config(tmp_path))
+  planner = plan_lib.RoundPlanner(task, 4, seed=0)
+  assert [_describe(p) for p in plans] == [_describe(planner.plan(r)) for r in (1, 2, 3)]
+  # Same plans, same runner underneath: the same weights as the plain TFF backend.
+  template = loop.build_process(_config(tmp_path), task).initialize()
+  a = checkpoint.load_checkpoint(str(tmp_path / 'rec' / 'checkpoints'), 3, template)
+  b = checkpoint.load_checkpoint(str(tmp_path / 'tff' / 'checkpoints'), 3, template)
+  for x, y in zip(a.global_model_weights.trainable, b.global_model_weights.trainable):
+    np.testing.assert_array_equal(x, y)

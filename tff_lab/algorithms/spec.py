@@ -1,0 +1,174 @@
+"""Algorithm specs: everything the toolkit needs to know about a federated algorithm, in one place.
+
+An `AlgorithmSpec` says how to build the algorithm's TFF learning process and its client work
+alone, whether it weights clients by their example counts, which hyperparameters it takes, the
+local step it runs (the gradient a client follows, written once and used by TFF's client work
+and by the in-graph backends alike), and what it supports (update attacks, the in-graph
+backends, secure aggregation). Validation asks the spec, never the algorithm's name.
+
+The registry (`register`, `get`, `names`) maps `--algorithm` values to specs;
+`tff_lab.algorithms.registry` registers the built-in ones.
+
+## Adding an algorithm
+
+1. Write `tff_lab/algorithms/<name>.py` (or a module of your own package): its TFF process builder
+   and client-work builder, a module docstring citing its paper, and an `AlgorithmSpec`. If it is
+   local SGD with a corrected gradient (FedProx's proximal term, SCAFFOLD's control variates),
+   give it a `LocalStep`: the in-graph backends then run it too.
+2. Register the spec: one line in `tff_lab/algorithms/registry.py` (or `register(SPEC)` in your
+   own module).
+3. Test it step by step against an independent NumPy implementation
+   (tests/algorithms/test_<name>.py), on every backend whose `check` accepts it.
+"""
+
+import collections
+import dataclasses
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import tensorflow as tf
+
+# An update attack replaces a client's *model delta*, so it only applies to algorithms whose
+# clients send one (not FedSGD's gradients).
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameter:
+  """One algorithm hyperparameter.
+
+  Attributes:
+    default: Its value when not set (the value at which the algorithm reduces to its base case,
+      e.g. FedProx's μ = 0 is FedAvg).
+    help: One line for `--help`.
+    minimum: The smallest value allowed (inclusive), or None.
+  """
+
+  default: float
+  help: str
+  minimum: Optional[float] = None
+
+  def check(self, name: str, value: Any) -> None:
+    """Raises a one-line ValueError for a value this hyperparameter does not take."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      raise ValueError(f'{name} must be a finite number, got {value!r}')
+    if self.minimum is not None and value < self.minimum:
+      raise ValueError(f'{name} must be >= {self.minimum:g}, got {value}')
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalStep:
+  """The gradient a client follows in one local step, written once for every backend.
+
+  `gradient(grads, weights, anchor, hparams)` maps the loss gradient at the client's current
+  weights to the direction its optimiser takes: the identity for FedAvg,
+  `g + μ·(w − wᵗ)` for FedProx. `weights` and `anchor` (the round's global weights wᵗ) are
+  sequences of tensors in the order of the model's trainable variables. TFF's client work
+  (`tff_lab.algorithms.client_work`) and the in-graph rounds (`tff_lab.algorithms.vectorized`)
+  both call it, inside their own TF programs.
+  """
+
+  gradient: Callable[[Sequence[tf.Tensor], Sequence[tf.Tensor], Sequence[tf.Tensor], dict],
+                     Sequence[tf.Tensor]]
+
+
+def plain_gradient(grads, weights, anchor, hparams):
+  """FedAvg's local step: the loss gradient itself."""
+  del weights, anchor, hparams
+  return tuple(grads)
+
+
+def proximal_gradient(grads, weights, anchor, hparams):
+  """FedProx's local step: ∇F_k(w) + μ·(w − wᵗ), the gradient of F_k(w) + (μ/2)‖w − wᵗ‖²."""
+  mu = float(hparams.get('mu', 0.0))
+  if mu == 0.0:
+    return tuple(grads)
+  return tuple(g + mu * (w - w0) for g, w, w0 in zip(grads, weights, anchor))
+
+
+PLAIN_SGD = LocalStep(plain_gradient)
+PROXIMAL_SGD = LocalStep(proximal_gradient)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmSpec:
+  """A federated algorithm, as the toolkit builds, validates and runs it.
+
+  Attributes:
+    name: The `--algorithm` value.
+    description: One line, with the paper.
+    build_process: `(task, client_optimizer, server_optimizer, hparams, model_aggregator,
+      with_attacks) -> tff.learning.templates.LearningProcess`.
+    build_client_work: `(task, client_optimizer, hparams, with_attacks) -> ClientWorkProcess`, the
+      client work `build_process` composes, for backends that aggregate outside TFF.
+    weighted: Clients are weighted by example count (the process takes a weighted aggregator).
+    hparams: Its hyperparameters by name.
+    local_step: Its local step, if it is local SGD with a (corrected) gradient; None otherwise
+      (e.g. FedSGD, whose clients send one gradient). The in-graph backends need it.
+    sends_model_delta: Clients send a model delta (so update attacks can alter it).
+    supports_secure_aggregation: Its client updates can be summed by the masking protocol.
+    client_state: Names of the per-client state it keeps (none for stateless algorithms).
+  """
+
+  name: str
+  description: str
+  build_process: Callable[..., Any]
+  build_client_work: Callable[..., Any]
+  weighted: bool = True
+  hparams: 'collections.OrderedDict[str, Hyperparameter]' = dataclasses.field(
+      default_factory=collections.OrderedDict)
+  local_step: Optional[LocalStep] = None
+  sends_model_delta: bool = True
+  supports_secure_aggregation: bool = True
+  client_state: tuple[str, ...] = ()
+
+  @property
+  def supports_update_attacks(self) -> bool:
+    return self.sends_model_delta
+
+  @property
+  def runs_in_graph(self) -> bool:
+    """Whether the in-graph backends (`fused`, `vectorized`) can run it."""
+    return self.local_step is not None
+
+  def resolve_hparams(self, given: dict) -> 'collections.OrderedDict[str, float]':
+    """`given` completed with the defaults, after checking every name and value.
+
+    Raises:
+      ValueError: One line, for an unknown hyperparameter or a value out of range.
+    """
+    unknown = sorted(set(given) - set(self.hparams))
+    if unknown:
+      known = list(self.hparams) or 'none'
+      raise ValueError(f'algorithm {self.name!r} has no hyperparameter(s) {unknown}; its '
+                       f'hyperparameters: {known}')
+    out = collections.OrderedDict()
+    for name, hparam in self.hparams.items():
+      value = given.get(name, hparam.default)
+      hparam.check(name, value)
+      out[name] = value
+    return out
+
+
+_SPECS: 'collections.OrderedDict[str, AlgorithmSpec]' = collections.OrderedDict()
+
+
+def register(spec: AlgorithmSpec) -> AlgorithmSpec:
+  """Adds `spec` to the registry; returns it. A name can be registered once."""
+  if not isinstance(spec, AlgorithmSpec):
+    raise TypeError(f'register takes an AlgorithmSpec, got {type(spec).__name__}')
+  if spec.name in _SPECS:
+    raise ValueError(f'algorithm {spec.name!r} is already registered')
+  _SPECS[spec.name] = spec
+  return spec
+
+
+def names() -> tuple[str, ...]:
+  """The registered algorithms, in registration order."""
+  return tuple(_SPECS)
+
+
+def get(name: str) -> AlgorithmSpec:
+  """The spec of algorithm `name`; a one-line ValueError listing the known ones otherwise."""
+  if name not in _SPECS:
+    raise ValueError(f'unknown algorithm {name!r}; choose one of {list(_SPECS)}')
+  return _SPECS[name]

@@ -1,0 +1,253 @@
+"""Backends: the ways a planned round can be executed, behind one protocol and one registry.
+
+Every backend turns a `RoundPlan` (`tff_lab.simulation.plan`) and the TFF learning process's
+state into the next state and the round's metrics, with the layout `process.next` gives:
+
+    runner = backends.build_runner(BackendContext(config, task, process, model_aggregator))
+    output = runner.next(state, plan)          # a tff.learning.templates.LearningProcessOutput
+    runner.close()
+
+The registered backends (`BACKENDS`):
+
+* `tff`: TFF's own `process.next` on the plan's datasets, on the local worker or `--workers`.
+* `fused` and `vectorized`: every client's local SGD in one TF program, packed by example index
+  (`tff_lab.algorithms.vectorized`; same mathematics, to float32 round-off).
+* `secure`: clients train in TFF and the real secure aggregation protocol sums their updates
+  (`tff_lab.algorithms.secure_rounds`); chosen whenever `secure_aggregation` is set.
+
+Each backend has a `check(config)` that refuses, in one line and before any tracing, what it
+cannot run; `ExperimentConfig.validate` calls the check of the backend the config selects
+(`backend_name`). The training loop only calls `build_runner`: it never tests a runner's type.
+A new backend is one `Backend(name, description, check, build)` passed to `register`.
+"""
+
+import collections
+import dataclasses
+from typing import Any, Callable, Optional, Protocol
+
+import tensorflow_federated as tff
+
+from tff_lab import aggregators
+from tff_lab.aggregators import dp as dp_lib
+from tff_lab.algorithms import optimizers as optimizers_lib
+from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.algorithms import secure_rounds
+from tff_lab.algorithms import vectorized
+from tff_lab.faults import simulation as faults_lib
+from tff_lab.simulation import plan as plan_lib
+from tff_lab.tasks import task as task_lib
+
+
+class RoundRunner(Protocol):
+  """Executes planned rounds on the state of the experiment's TFF learning process."""
+
+  def next(self, state: Any, plan: plan_lib.RoundPlan
+           ) -> tff.learning.templates.LearningProcessOutput:
+    """One round: the new state and the round's metrics (`process.next`'s layout)."""
+
+  def close(self) -> None:
+    """Releases what the runner holds (sessions, threads)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendContext:
+  """What a backend's builder gets.
+
+  Attributes:
+    config: The experiment's `tff_lab.training.ExperimentConfig`.
+    task: The task, with the config's client preprocessing.
+    process: The TFF learning process whose state every backend advances.
+    model_aggregator: The aggregation factory `process` was built with.
+  """
+
+  config: Any
+  task: task_lib.Task
+  process: tff.learning.templates.LearningProcess
+  model_aggregator: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+  """A registered way to run rounds.
+
+  Attributes:
+    name: The `--simulation` value (or `secure`, selected by `--secure_aggregation`).
+    description: One line for `--help` and logs.
+    check: `(config) -> None`; raises ValueError (one line, naming the setting) for what this
+      backend cannot run. No tracing.
+    build: `(BackendContext) -> RoundRunner`.
+  """
+
+  name: str
+  description: str
+  check: Callable[[Any], None]
+  build: Callable[[BackendContext], RoundRunner]
+
+
+BACKENDS: 'collections.OrderedDict[str, Backend]' = collections.OrderedDict()
+
+
+def register(backend: Backend) -> Backend:
+  """Adds `backend` to the registry; a name can be registered once."""
+  if backend.name in BACKENDS:
+    raise ValueError(f'backend {backend.name!r} is already registered')
+  BACKENDS[backend.name] = backend
+  return backend
+
+
+def simulation_names() -> tuple[str, ...]:
+  """The values `--simulation` takes (every backend but `secure`, which a flag selects)."""
+  return tuple(name for name in BACKENDS if name != 'secure')
+
+
+def backend_name(config) -> str:
+  """The backend that runs `config`: `secure` with secure aggregation, else `config.simulation`."""
+  return 'secure' if config.aggregation.get('secure_aggregation') else config.simulation
+
+
+def get(name: str) -> Backend:
+  if name not in BACKENDS:
+    raise ValueError(f'unknown simulation {name!r}; choose one of {list(simulation_names())}')
+  return BACKENDS[name]
+
+
+def check(config) -> None:
+  """Raises a one-line ValueError if the backend `config` selects cannot run it."""
+  if config.simulation not in simulation_names():
+    raise ValueError(f'unknown simulation {config.simulation!r}; choose one of '
+                     f'{list(simulation_names())}')
+  get(backend_name(config)).check(config)
+
+
+def build_runner(context: BackendContext) -> RoundRunner:
+  """The runner of the backend `context.config` selects (tracing happens here)."""
+  return get(backend_name(context.config)).build(context)
+
+
+def _client_optimizer(config) -> tff.learning.optimizers.Optimizer:
+  return optimizers_lib.create_optimizer(
+      config.client_optimizer, config.client_learning_rate, **config.client_optimizer_hparams)
+
+
+def _server_optimizer(config) -> tff.learning.optimizers.Optimizer:
+  return optimizers_lib.create_optimizer(
+      config.server_optimizer, config.server_learning_rate, **config.server_optimizer_hparams)
+
+
+class _Datasets:
+  """Turns a plan's `ClientPlan`s into the per-client inputs of a TFF computation."""
+
+  def __init__(self, task: task_lib.Task):
+    self._task = task
+    self._num_classes = None
+
+  def __call__(self, plan: plan_lib.RoundPlan) -> list:
+    if self._num_classes is None and any(c.flip_labels for c in plan.clients):
+      self._num_classes = int(self._task.model_fn().output_shape[-1])
+    return faults_lib.materialize_client_inputs(self._task, plan.clients, self._num_classes)
+
+
+class ProcessRunner:
+  """The `tff` backend: TFF's `process.next` on the plan's preprocessed datasets."""
+
+  def __init__(self, process: tff.learning.templates.LearningProcess, task: task_lib.Task,
+               dp_mechanism: Optional[dp_lib.GaussianMechanism] = None):
+    self._process = process
+    self._datasets = _Datasets(task)
+    # The Gaussian mechanism of the aggregator `process` applies, if it declares one.
+    self.dp_mechanism = dp_mechanism
+
+  def next(self, state, plan: plan_lib.RoundPlan):
+    return self._process.next(state, self._datasets(plan))
+
+  def close(self) -> None:
+    pass
+
+
+class SecureRunner:
+  """The `secure` backend: `SecureAggregationRounds` on the plan (its dropouts join the keys)."""
+
+  def __init__(self, rounds: secure_rounds.SecureAggregationRounds, task: task_lib.Task):
+    self._rounds = rounds
+    self._datasets = _Datasets(task)
+    # The Gaussian mechanism the protocol's server applies (ε is reported from it).
+    self.dp_mechanism = rounds.dp_mechanism
+
+  def next(self, state, plan: plan_lib.RoundPlan):
+    return self._rounds.next(state, self._datasets(plan), num_dropped=plan.num_dropped)
+
+  def close(self) -> None:
+    self._rounds.close()
+
+
+class InGraphRunner:
+  """The `fused` and `vectorized` backends: `VectorizedRounds` packs the plans by index.
+
+  They aggregate with the plain mean (`_check_in_graph` refuses anything else), so they declare
+  no DP mechanism.
+  """
+
+  def __init__(self, rounds: vectorized.VectorizedRounds):
+    self._rounds = rounds
+
+  def next(self, state, plan: plan_lib.RoundPlan):
+    return self._rounds.next(state, list(plan.clients))
+
+  def close(self) -> None:
+    self._rounds.close()
+
+
+def _check_tff(config) -> None:
+  del config  # TFF's runtime runs every algorithm, aggregator and fault.
+
+
+def _check_in_graph(config) -> None:
+  name = config.simulation
+  if config.workers:
+    raise ValueError(f'--simulation={name} does not use --workers')
+  if not algorithms_registry.get(config.algorithm).runs_in_graph:
+    local_sgd = [n for n in algorithms_registry.names()
+                 if algorithms_registry.get(n).runs_in_graph]
+    raise ValueError(f'--simulation={name} runs {", ".join(local_sgd)}, not '
+                     f'{config.algorithm} (it runs only local-SGD algorithms)')
+  vectorized.check_supported(config.client_optimizer,
+                             model_aggregator_is_default=not config.aggregation,
+                             update_attacks=config.faults.update_attacks, simulation=name)
+
+
+def _check_secure(config) -> None:
+  if config.simulation != 'tff':
+    raise ValueError(f'--secure_aggregation cannot be combined with '
+                     f'--simulation={config.simulation}: its clients train in TFF and the masking '
+                     'protocol sums their updates (use --simulation=tff)')
+
+
+def _build_in_graph(context: BackendContext) -> RoundRunner:
+  config = context.config
+  spec = algorithms_registry.get(config.algorithm)
+  # Same state and mathematics as `context.process`; only how a round is scheduled differs.
+  # Build it before any other Keras model: it makes a TF1 graph, which invalidates earlier
+  # Keras models.
+  return InGraphRunner(vectorized.VectorizedRounds(
+      context.task, config.client_learning_rate, _server_optimizer(config), mu=config.mu,
+      weighted=spec.weighted, local_step=spec.local_step,
+      client_loop=vectorized.SIMULATION_CLIENT_LOOPS[config.simulation]))
+
+
+def _build_secure(context: BackendContext) -> RoundRunner:
+  config = context.config
+  return SecureRunner(secure_rounds.SecureAggregationRounds(
+      context.task, config.algorithm, _client_optimizer(config), _server_optimizer(config),
+      aggregators.AggregationSettings(**config.aggregation_settings()), mu=config.mu,
+      with_attacks=config.faults.update_attacks), context.task)
+
+
+register(Backend('tff', "TFF's runtime, one client computation per client (every setting)",
+                 _check_tff, lambda context: ProcessRunner(
+                     context.process, context.task, dp_lib.mechanism_of(context.model_aggregator))))
+register(Backend('fused', 'all clients in one TF program, one after another (fastest on CPU)',
+                 _check_in_graph, _build_in_graph))
+register(Backend('vectorized', 'all clients in one TF program, batched with tf.vectorized_map',
+                 _check_in_graph, _build_in_graph))
+register(Backend('secure', 'clients in TFF, updates summed by the secure aggregation protocol',
+                 _check_secure, _build_secure))
