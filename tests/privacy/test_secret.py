@@ -52,3 +52,14 @@ def test_secret_sampling_resumes_exactly_and_differs_from_the_public_seed(tmp_pa
   assert sum(p == q for p, q in zip(private, public)) == 0
   reopened = secret_lib.sampling_entropy(secret_lib.load_or_create_run_secret(str(tmp_path)))
   assert [sampling.fixed_size_sample(n, m, reopened, r) for r in range(1, 21)] == private
+
+
+def test_created_without_hard_links(tmp_path, monkeypatch):
+  def no_link(src, dst):
+    raise PermissionError('no hard links here')
+
+  monkeypatch.setattr(os, 'link', no_link)
+  first = secret_lib.load_or_create_run_secret(str(tmp_path))
+  assert secret_lib.load_or_create_run_secret(str(tmp_path)) == first
+  assert os.listdir(tmp_path) == [secret_lib.SECRET_FILENAME]
+  assert stat.S_IMODE(os.stat(tmp_path / secret_lib.SECRET_FILENAME).st_mode) == 0o600

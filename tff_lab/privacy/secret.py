@@ -64,9 +64,9 @@ def _read(path: str) -> bytes:
 def load_or_create_run_secret(checkpoint_dir: str) -> bytes:
   """The run's 32-byte secret from `<checkpoint_dir>/run_secret`, created on first use.
 
-  Creation is atomic and race-free: the bytes go to a private temporary file that is fsynced and
-  then hard-linked into place, which fails if another process made the secret first (its secret
-  is then used).
+  Creation is atomic: the bytes go to a private temporary file that is fsynced and then
+  hard-linked into place, which fails if another process made the secret first (its secret is
+  then used). Without hard links the file is renamed into place instead.
 
   Raises:
     SecretError: The file exists with the wrong size or a mode readable by group or others.
@@ -86,8 +86,12 @@ def load_or_create_run_secret(checkpoint_dir: str) -> bytes:
     os.link(tmp, path)
   except FileExistsError:
     pass
+  except OSError:  # a file system without hard links: replace, unless a secret appeared
+    if not os.path.exists(path):
+      os.replace(tmp, path)
   finally:
-    os.remove(tmp)
+    if os.path.exists(tmp):
+      os.remove(tmp)
   _fsync_dir(checkpoint_dir)
   return _read(path)
 
