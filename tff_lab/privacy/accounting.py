@@ -52,7 +52,7 @@ SAMPLING = ('fixed', 'poisson')
 ACCOUNTANTS = ('rdp', 'pld')
 # The neighbouring relation each sampling scheme's bound holds for (module docstring).
 ADJACENCY = {'fixed': 'replace-one', 'poisson': 'add/remove-one'}
-# dp_warnings: above this ε the guarantee says little (Dwork & Roth's "single digits").
+# dp_warnings: above this ε the guarantee says little (e^10 ≈ 22,000 as a likelihood ratio).
 WARN_EPSILON = 10.0
 # dp_warnings: above this δ the guarantee may fail outright with a non-negligible probability.
 WARN_DELTA = 1e-2
@@ -206,7 +206,11 @@ def noise_multiplier_for_epsilon(target_epsilon: float, clients_per_round: int, 
   if lower <= _MIN_PLD_NOISE_MULTIPLIER:
     raise ValueError(f'target_epsilon={target_epsilon} is met by PLD even with noise_multiplier='
                      f'{_MIN_PLD_NOISE_MULTIPLIER}; no calibration needed')
-  return calibrate('pld', dp_accounting.ExplicitBracketInterval(lower, z_rdp))
+  upper = z_rdp
+  while epsilon(upper, clients_per_round, population, rounds, delta, 'pld',
+                sampling) > target_epsilon:  # PLD's pessimistic rounding above RDP: rare
+    upper *= 2
+  return calibrate('pld', dp_accounting.ExplicitBracketInterval(lower, upper))
 
 
 @dataclasses.dataclass(frozen=True)
