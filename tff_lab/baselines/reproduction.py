@@ -399,6 +399,9 @@ def render_report(paper: Paper, results: Results, outcomes: list[tuple[Claim, Cl
     lines += ['', 'Claims that did not hold (✗) or could not be tested here (–), and why:', '']
     for claim, outcome in unheld:
       why = claim.explanation or 'see the numbers above'
+      if quick and not claim.at_quick_scale:
+        why = (f'not expected to hold at --quick scale (rounds, local epochs and seeds shrunk); '
+               f'{why}')
       if outcome.held is None:
         why = outcome.ours
       lines.append(f'- `{claim.name}`: {why}')

@@ -311,7 +311,8 @@ NOTES = (
     'invented API (`tff.learning.keras_optimizer.create_optimizer`); §4\'s mathematics is the '
     'linear/MSE model reproduced here (`seed_linear` with `model=logistic` is the §5.2 model).',
     'FedSGD\'s per-round training loss (metrics.csv `train_loss`) is measured by TFF at the '
-    'broadcast θ_{t−1}; L(θ_T) is computed from the saved final model.',
+    'broadcast θ_{t−1}, in float32 (hence the excess-loss floor near float32\'s resolution); '
+    'L(θ_T) is computed in float64 from the saved final model (the last marker).',
 )
 
 PAPER = reproduction.Paper(
