@@ -506,9 +506,9 @@ NOTES = (
     '**Sampling and batches** come from tff_lab\'s seeded generators, not the authors\' '
     '`np.random.seed(round)` and `np.random.seed(100)`: fixed across methods for a seed, as the '
     'paper fixes them across runs.',
-    '**Full grid: not yet run** (15 settings × 10 seeds × 200 rounds at E = 20 take hours on '
-    'this machine; issue #12 part 3 is the speed work). `docs/reproductions/fedprox.md` holds the '
-    '`--quick` report.',
+    '**Full grid: not yet run**: 15 settings × 10 seeds × 200 rounds at E = 20, about 16 h on '
+    'this machine at the ~6.5 min per 200-round run measured in issue #12 (its part 3 is the '
+    'speed work). `docs/reproductions/fedprox.md` holds the `--quick` report.',
     '`--quick`: Synthetic(1,1) only, 0% and 90% stragglers, E = 2, 4 rounds, 1 seed: a check of '
     'the mechanism and of the claims that hold at any scale, not of the paper.',
 )
