@@ -53,22 +53,25 @@ server: signed keys under a (simulated) PKI and the consistency-check round 3.
   * Active: `SignatureViolation` for a key not signed by its owner's PKI key (no substitution, no
     invented clients), `ConsistencyViolation` for survivor lists that differ.
 
-**The server object** refuses, with `UnexpectedInputViolation`, what would corrupt the sum: any
-stage out of order or twice, messages from unknown ids or twice from one id, messages of the wrong
-length, a masked input after the survivor list was broadcast (a late input). It unmasks exactly
-the U3 it broadcast.
+**The server object** refuses what would corrupt the sum: with `UnexpectedInputViolation`,
+messages from unknown ids or twice from one id, messages of the wrong length, and a masked input
+after the survivor list was broadcast (a late input); with `StageOrderViolation`, any stage out of
+order or twice. It unmasks exactly the U3 it broadcast.
 
 **What the two modes stop.** The honest-but-curious mode with these checks stops repeated
 unmasking, self-exclusion, minority thresholds with split survivor lists, and a key substitution
 that reuses one key or changes the client's own; it cannot stop a server that substitutes a
 distinct key of its own for every peer in one client's broadcast (the client cannot tell a fresh
-key from a real one) or that invents clients: that server decrypts the client's shares and
-recovers its input (tested). `active=True` stops those too, with signed keys, and detects
-different survivor lists before any share is revealed. It costs 64 bytes of signature per key
-message and per client in the consistency round (`expected_bytes`; measured in BUILD.md).
+key from a real one; tested: it recovers the input) or that invents t clients of its own (it
+then holds t shares of everything). `active=True` stops both, since every key must carry its
+owner's PKI signature (tested), and detects different survivor lists before any share is
+revealed. It costs 64 bytes of signature per key message and per client in the consistency
+round (`expected_bytes`; measured in BUILD.md).
 
 Any round that sees fewer than t clients aborts with `InsufficientSharesError`, and shares that do
-not lie on one polynomial raise `InconsistentSharesError`: a wrong sum is never returned. All
+not lie on one polynomial raise `InconsistentSharesError`: a wrong sum is never returned by an
+honest server. (A malicious *client* can still spoil the sum, with a wrong input or, when exactly
+t shares are revealed, a wrong share: robustness to clients is outside the paper's protocol.) All
 three errors derive from `SecAggError`.
 
 Inputs are vectors in Z_{2^k}; `FixedPointEncoder` maps real vectors there. Training with
@@ -81,6 +84,7 @@ NumPy's generator: reproducible for tests and benchmarks, and not secure.
 """
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -463,6 +467,7 @@ def _stage(name: str):
 
   def decorate(method):
 
+    @functools.wraps(method)
     def run(self, *args, **kwargs):
       self._enter_stage(name)
       try:
@@ -471,7 +476,6 @@ def _stage(name: str):
         self._aborted = True
         raise
 
-    run.__name__, run.__doc__ = method.__name__, method.__doc__
     return run
 
   return decorate
