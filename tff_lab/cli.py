@@ -18,18 +18,21 @@ from absl import logging
 
 from tff_lab import runtime
 from tff_lab.flags import aggregation_flags
+from tff_lab.privacy import secagg
 from tff_lab.flags import optimizer_flags
 from tff_lab.flags import task_flags
+from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.training import config as config_lib
 
 _DEFAULTS = config_lib.ExperimentConfig()
 
 _TASK = flags.DEFINE_string('task', 'digits', 'Task name, e.g. digits, synthetic, seed_linear.')
-_ALGORITHM = flags.DEFINE_string('algorithm', _DEFAULTS.algorithm,
-                                 'fedavg, fedavg_unweighted, fedsgd or fedprox. FedOpt is fedavg '
-                                 'with a non-SGD --server_optimizer.')
+_ALGORITHM = flags.DEFINE_string(
+    'algorithm', _DEFAULTS.algorithm,
+    f'One of {", ".join(algorithms_registry.names())} (tff_lab/algorithms/spec.py). FedOpt is '
+    'fedavg with a non-SGD --server_optimizer.')
 _MU = flags.DEFINE_float('mu', _DEFAULTS.mu, 'FedProx proximal strength (algorithm=fedprox).')
-_ROUNDS = flags.DEFINE_integer('rounds', 60, 'Number of federated rounds.')
+_ROUNDS = flags.DEFINE_integer('rounds', _DEFAULTS.rounds, 'Number of federated rounds.')
 _CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', _DEFAULTS.clients_per_round,
                                           'Clients sampled per round.')
 _CLIENT_EPOCHS = flags.DEFINE_integer('client_epochs', _DEFAULTS.client_epochs,
@@ -63,6 +66,15 @@ _STRAGGLER_FRACTION = flags.DEFINE_float('straggler_fraction', 0.0,
                                          'Fraction of sampled clients doing partial local work.')
 _DP_DELTA = flags.DEFINE_float('dp_delta', None,
                                 'δ of the ε reported each round with --dp (default: population^-1.1).')
+_DP_METRICS = flags.DEFINE_enum(
+    'dp_metrics', _DEFAULTS.dp_metrics, ['withheld', 'public'],
+    'Under DP: withheld keeps the metrics the noise does not cover (training loss, accuracy, '
+    'example counts, federated evaluation) out of metrics.csv, TensorBoard and summary.json; '
+    'public releases them, not covered by ε.')
+_CLIENT_SAMPLING = flags.DEFINE_enum(
+    'client_sampling', _DEFAULTS.client_sampling, ['fixed', 'poisson'],
+    'fixed: clients_per_round clients uniformly without replacement; poisson: each client with '
+    'probability clients_per_round/N (the tighter DP accounting; --simulation=tff only).')
 _SIMULATION = flags.DEFINE_string('simulation', 'tff',
                                   'tff: rounds through TFF\'s runtime; fused: all sampled '
                                   'clients\' local SGD in one TF program, one client after '
@@ -104,6 +116,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       attack_scale=_ATTACK_SCALE.value, dropout_fraction=_DROPOUT_FRACTION.value,
       straggler_fraction=_STRAGGLER_FRACTION.value, simulation=_SIMULATION.value,
       aggregation=aggregation_flags.aggregation_from_flags(), dp_delta=_DP_DELTA.value,
+      dp_metrics=_DP_METRICS.value, client_sampling=_CLIENT_SAMPLING.value,
       workers=tuple(_WORKERS.value), worker_timeout=_WORKER_TIMEOUT.value,
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
@@ -128,6 +141,9 @@ def _main(argv):
   except runtime.WorkerError as e:
     print(f'error: {e}; checkpoints are kept: re-run the same command to resume', file=sys.stderr)
     sys.exit(4)
+  except secagg.SecAggError as e:  # a secure-aggregation round failed: no sum was computed
+    print(f'error: {e}; checkpoints are kept', file=sys.stderr)
+    sys.exit(5)
   final = summary['final_metrics']
   shown = ', '.join(f'{k}={final[k]:.4f}' for k in
                     ('train_loss', 'fed_eval_accuracy', 'central_eval_accuracy') if k in final)

@@ -9,9 +9,14 @@ from tff_lab import tasks
 @pytest.mark.parametrize('name', algorithms.ALGORITHMS)
 def test_each_algorithm_builds_a_learning_process(name):
   task = tasks.create_task('seed_linear')
-  process = algorithms.create_learning_process(
-      name, task, algorithms.create_optimizer('sgd', 0.1), algorithms.create_optimizer('sgd', 1.0),
-      mu=0.1 if name == 'fedprox' else 0.0)
+  args = (name, task, algorithms.create_optimizer('sgd', 0.1),
+          algorithms.create_optimizer('sgd', 1.0))
+  stateful = bool(algorithms.registry.get(name).client_state)
+  if stateful:  # its rounds need the client store: the process alone serves the state's structure
+    with pytest.raises(ValueError, match='keeps client state'):
+      algorithms.create_learning_process(*args)
+  process = algorithms.create_learning_process(*args, mu=0.1 if name == 'fedprox' else 0.0,
+                                               state_only=stateful)
   state = process.initialize()
   assert process.get_model_weights(state).trainable[0].shape == (2, 1)
 

@@ -49,8 +49,8 @@ def test_registration_refuses_duplicates_and_non_specs():
     spec_lib.register(fedavg.FEDAVG)
   with pytest.raises(TypeError, match='takes an AlgorithmSpec'):
     spec_lib.register('fedavg')
-  with pytest.raises(ValueError, match="unknown algorithm 'scaffold'; choose one of"):
-    registry.get('scaffold')
+  with pytest.raises(ValueError, match="unknown algorithm 'no_such_algorithm'; choose one of"):
+    registry.get('no_such_algorithm')
 
 
 def test_validation_asks_the_spec_not_the_name():

@@ -13,7 +13,7 @@ def _config(tmp_path, **kw):
 
 @pytest.mark.parametrize('kw, match', [
     ({'task': 'x'}, "unknown task 'x'"),
-    ({'algorithm': 'scaffold'}, "unknown algorithm 'scaffold'"),
+    ({'algorithm': 'no_such_algorithm'}, "unknown algorithm 'no_such_algorithm'"),
     ({'client_optimizer': 'lamb'}, "unknown client optimizer 'lamb'"),
     ({'server_optimizer_hparams': {'momentum': 0.9}}, r"no hyperparameter\(s\) \['momentum'\]"),
     ({'task_options': {'nope': 1}}, r"no option\(s\) \['nope'\]"),

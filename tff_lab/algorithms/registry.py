@@ -12,10 +12,11 @@ import tensorflow_federated as tff
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import fedprox
 from tff_lab.algorithms import fedsgd
+from tff_lab.algorithms import scaffold
 from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
 
-for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC):
+for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC, scaffold.SPEC):
   spec_lib.register(_spec)
 
 # The built-in algorithms; `spec.names()` also lists those registered later.
@@ -37,14 +38,22 @@ def _hparams(spec: spec_lib.AlgorithmSpec, mu: float) -> dict:
 def create_learning_process(name: str, task: task_lib.Task,
                             client_optimizer: Optional[tff.learning.optimizers.Optimizer],
                             server_optimizer: Optional[tff.learning.optimizers.Optimizer],
-                            mu: float = 0.0, model_aggregator=None, with_attacks: bool = False
-                            ) -> tff.learning.templates.LearningProcess:
+                            mu: float = 0.0, model_aggregator=None, with_attacks: bool = False,
+                            state_only: bool = False) -> tff.learning.templates.LearningProcess:
   """Builds the learning process for algorithm `name` (FedSGD ignores the client optimiser).
 
   With `with_attacks`, clients take `OrderedDict(data=, attack=)` inputs (see
   `client_work.py`); FedSGD does not support it (its clients send gradients, not local models).
+
+  Raises:
+    ValueError: For an algorithm with client state (SCAFFOLD), unless `state_only`: its rounds
+      need the client store, so its process only serves for the state's structure
+      (`initialize`, `get_model_weights`, checkpoints) and rounds run through its spec's runner.
   """
   spec = spec_lib.get(name)
+  if spec.client_state and not state_only:
+    raise ValueError(f'--algorithm={name} keeps client state {list(spec.client_state)}: run it '
+                     'with tff_lab.training.run_experiment (its rounds need the client store)')
   return spec.build_process(task, client_optimizer, server_optimizer,
                             model_aggregator=model_aggregator, with_attacks=with_attacks,
                             **_hparams(spec, mu))

@@ -59,26 +59,27 @@ class Hyperparameter:
 class LocalStep:
   """The gradient a client follows in one local step, written once for every backend.
 
-  `gradient(grads, weights, anchor, hparams)` maps the loss gradient at the client's current
-  weights to the direction its optimiser takes: the identity for FedAvg,
-  `g + μ·(w − wᵗ)` for FedProx. `weights` and `anchor` (the round's global weights wᵗ) are
-  sequences of tensors in the order of the model's trainable variables. TFF's client work
-  (`tff_lab.algorithms.client_work`) and the in-graph rounds (`tff_lab.algorithms.vectorized`)
-  both call it, inside their own TF programs.
+  `gradient(grads, weights, anchor, hparams, aux=None)` maps the loss gradient at the client's
+  current weights to the direction its optimiser takes: the identity for FedAvg,
+  `g + μ·(w − wᵗ)` for FedProx, `g + (c − c_i)` for SCAFFOLD. `weights` and `anchor` (the round's
+  global weights wᵗ) are sequences of tensors in the order of the model's trainable variables;
+  `aux` holds what the step reads from the client's state (SCAFFOLD's correction). TFF's client
+  work (`tff_lab.algorithms.client_work`), the in-graph rounds (`tff_lab.algorithms.vectorized`)
+  and the rounds of stateful algorithms call it inside their own TF programs.
   """
 
-  gradient: Callable[[Sequence[tf.Tensor], Sequence[tf.Tensor], Sequence[tf.Tensor], dict],
-                     Sequence[tf.Tensor]]
+  gradient: Callable[..., Sequence[tf.Tensor]]
 
 
-def plain_gradient(grads, weights, anchor, hparams):
+def plain_gradient(grads, weights, anchor, hparams, aux=None):
   """FedAvg's local step: the loss gradient itself."""
-  del weights, anchor, hparams
+  del weights, anchor, hparams, aux
   return tuple(grads)
 
 
-def proximal_gradient(grads, weights, anchor, hparams):
+def proximal_gradient(grads, weights, anchor, hparams, aux=None):
   """FedProx's local step: ∇F_k(w) + μ·(w − wᵗ), the gradient of F_k(w) + (μ/2)‖w − wᵗ‖²."""
+  del aux
   mu = float(hparams.get('mu', 0.0))
   if mu == 0.0:
     return tuple(grads)
@@ -106,7 +107,14 @@ class AlgorithmSpec:
       (e.g. FedSGD, whose clients send one gradient). The in-graph backends need it.
     sends_model_delta: Clients send a model delta (so update attacks can alter it).
     supports_secure_aggregation: Its client updates can be summed by the masking protocol.
-    client_state: Names of the per-client state it keeps (none for stateless algorithms).
+    client_state: Names of the per-client state it keeps (none for stateless algorithms). An
+      algorithm with client state gives `initial_store` and `build_runner`; its rounds run on
+      the `tff` backend through that runner, and the in-graph backends refuse it for now.
+    check: `(config) -> None`, raising a one-line ValueError for settings it does not
+      implement, beyond what the fields above say (None: nothing more).
+    initial_store: `(task) -> tff_lab.simulation.client_store.ClientStore`, its state before
+      round 1.
+    build_runner: `(BackendContext, store) -> RoundRunner`, its rounds on the `tff` backend.
   """
 
   name: str
@@ -120,6 +128,14 @@ class AlgorithmSpec:
   sends_model_delta: bool = True
   supports_secure_aggregation: bool = True
   client_state: tuple[str, ...] = ()
+  check: Optional[Callable[[Any], None]] = None
+  initial_store: Optional[Callable[..., Any]] = None
+  build_runner: Optional[Callable[..., Any]] = None
+
+  def __post_init__(self):
+    if self.client_state and (self.initial_store is None or self.build_runner is None):
+      raise ValueError(f'algorithm {self.name!r} keeps client state {self.client_state}: give '
+                       'its initial_store and build_runner')
 
   @property
   def supports_update_attacks(self) -> bool:
@@ -127,8 +143,8 @@ class AlgorithmSpec:
 
   @property
   def runs_in_graph(self) -> bool:
-    """Whether the in-graph backends (`fused`, `vectorized`) can run it."""
-    return self.local_step is not None
+    """Whether the in-graph backends (`fused`, `vectorized`) can run it (stateless local SGD)."""
+    return self.local_step is not None and not self.client_state
 
   def resolve_hparams(self, given: dict) -> 'collections.OrderedDict[str, float]':
     """`given` completed with the defaults, after checking every name and value.

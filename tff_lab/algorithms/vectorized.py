@@ -52,6 +52,7 @@ from tff_lab.algorithms import spec as spec_lib
 from tff_lab.data import packing
 from tff_lab.faults import simulation as faults_lib
 from tff_lab.metrics import accuracy as accuracy_lib
+from tff_lab.simulation import server as server_lib
 from tff_lab.tasks import task as task_lib
 
 
@@ -239,37 +240,19 @@ class VectorizedRounds:
     weight_sum = np.float32(out['weight_sum'])
     mean_delta = [s / weight_sum if weight_sum else np.zeros_like(s)  # as tf.divide_no_nan
                   for s in out['weighted_sum']]
-    # The server step, exactly as TFF's `build_apply_optimizer_finalizer`.
-    as_tensors = lambda structure: tf.nest.map_structure(tf.convert_to_tensor, structure)
-    optimizer_state, new_trainable = self._server_optimizer.next(
-        as_tensors(state.finalizer), as_tensors(list(weights.trainable)),
-        as_tensors(mean_delta))
-    new_weights = tff.learning.models.ModelWeights(
-        trainable=[np.asarray(w) for w in new_trainable],
-        non_trainable=list(weights.non_trainable))
-    finalizer_state = tf.nest.map_structure(np.asarray, optimizer_state)
-    new_state = tff.learning.templates.LearningAlgorithmState(
-        global_model_weights=new_weights, distributor=state.distributor,
-        client_work=state.client_work, aggregator=state.aggregator,
-        finalizer=_like(state.finalizer, finalizer_state))
-    n = float(out['num_examples'])
+    # The server step, exactly as TFF's `build_apply_optimizer_finalizer` (shared by backends).
+    new_state, non_finite = server_lib.apply_server_update(self._server_optimizer, state,
+                                                           mean_delta)
     metrics = collections.OrderedDict(
         distributor=(),
-        client_work=collections.OrderedDict(train=collections.OrderedDict(
-            accuracy=float(out['correct']) / n if n else float('nan'),
-            loss=float(out['loss_sum']) / n if n else float('nan'),
-            num_examples=int(n), num_batches=int(out['num_batches']))),
+        client_work=collections.OrderedDict(train=server_lib.train_metrics(
+            out['loss_sum'], out['correct'], out['num_examples'], out['num_batches'])),
         aggregator=collections.OrderedDict(),
-        finalizer=collections.OrderedDict(update_non_finite=int(out['non_finite'] > 0)))
+        finalizer=collections.OrderedDict(update_non_finite=non_finite))
     return tff.learning.templates.LearningProcessOutput(new_state, metrics)
 
   def close(self) -> None:
     self._session.close()
-
-
-def _like(template, values):
-  """`values` in the container types of `template` (TFF keeps lists where TF returns tuples)."""
-  return tf.nest.pack_sequence_as(template, tf.nest.flatten(values))
 
 
 def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, w, xb, yb, mb):

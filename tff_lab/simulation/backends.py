@@ -58,12 +58,15 @@ class BackendContext:
     task: The task, with the config's client preprocessing.
     process: The TFF learning process whose state every backend advances.
     model_aggregator: The aggregation factory `process` was built with.
+    client_store: The algorithm's `ClientStore` (`tff_lab.simulation.client_store`), for
+      algorithms with client state; None otherwise.
   """
 
   config: Any
   task: task_lib.Task
   process: tff.learning.templates.LearningProcess
   model_aggregator: Any = None
+  client_store: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +206,9 @@ def _check_tff(config) -> None:
 
 def _check_in_graph(config) -> None:
   name = config.simulation
+  if config.client_sampling != 'fixed':
+    raise ValueError(f'--simulation={name} runs --client_sampling=fixed rounds only (a Poisson '
+                     'round can have any number of clients; use --simulation=tff)')
   if config.workers:
     raise ValueError(f'--simulation={name} does not use --workers')
   if not algorithms_registry.get(config.algorithm).runs_in_graph:
@@ -216,6 +222,9 @@ def _check_in_graph(config) -> None:
 
 
 def _check_secure(config) -> None:
+  if config.client_sampling != 'fixed':
+    raise ValueError('--secure_aggregation needs --client_sampling=fixed: the protocol is sized '
+                     'for clients_per_round clients')
   if config.simulation != 'tff':
     raise ValueError(f'--secure_aggregation cannot be combined with '
                      f'--simulation={config.simulation}: its clients train in TFF and the masking '
@@ -242,9 +251,16 @@ def _build_secure(context: BackendContext) -> RoundRunner:
       with_attacks=config.faults.update_attacks), context.task)
 
 
+def _build_tff(context: BackendContext) -> RoundRunner:
+  spec = algorithms_registry.get(context.config.algorithm)
+  if spec.build_runner is not None:  # an algorithm with client state runs its own rounds
+    return spec.build_runner(context, context.client_store)
+  return ProcessRunner(context.process, context.task,
+                       dp_lib.mechanism_of(context.model_aggregator))
+
+
 register(Backend('tff', "TFF's runtime, one client computation per client (every setting)",
-                 _check_tff, lambda context: ProcessRunner(
-                     context.process, context.task, dp_lib.mechanism_of(context.model_aggregator))))
+                 _check_tff, _build_tff))
 register(Backend('fused', 'all clients in one TF program, one after another (fastest on CPU)',
                  _check_in_graph, _build_in_graph))
 register(Backend('vectorized', 'all clients in one TF program, batched with tf.vectorized_map',

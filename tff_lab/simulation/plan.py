@@ -8,8 +8,9 @@ same seed gives the same round on every backend, and a resumed run replays it ex
 
 Every source of randomness is a pure function of (seed, round):
 
-* sampling: m of the N clients uniformly without replacement (`sample_clients`), the scheme the
-  DP accounting assumes (`tff_lab.privacy.accounting`, sampling='fixed');
+* sampling (`tff_lab.simulation.sampling`): m of the N clients uniformly without replacement
+  (`sample_clients`), or Poisson with rate m/N; the DP accounting follows the scheme used
+  (`tff_lab.privacy.accounting`). Under DP it draws from a per-run secret instead of the seed;
 * each sampled client's tf.data shuffle seed, by its position in the sample
   (`client_shuffle_seed`), so faults change nothing else about a round;
 * fault roles and the stragglers' reduced work (`tff_lab.faults.assign_roles`,
@@ -90,14 +91,18 @@ class RoundPlanner:
   """Makes the plan of any round of one experiment, as a pure function of (seed, round)."""
 
   def __init__(self, task: task_lib.Task, clients_per_round: int,
-               faults: Optional[faults_lib.FaultConfig] = None, seed: int = 0):
+               faults: Optional[faults_lib.FaultConfig] = None, seed: int = 0,
+               sampling_scheme: str = 'fixed', sampling_entropy: Optional[int] = None):
     """Describes the experiment's rounds.
 
     Args:
       task: The task; its training clients are sampled, its ClientSpec is the honest local work.
-      clients_per_round: m, clients sampled each round.
+      clients_per_round: m, clients sampled each round (the expected number with Poisson).
       faults: Simulated attacks and faults (none by default).
       seed: The experiment's seed.
+      sampling_scheme: `fixed` (m of N without replacement) or `poisson` (rate m/N).
+      sampling_entropy: What sampling draws from: the seed by default, a per-run secret under DP
+        (`tff_lab.privacy.secret.sampling_entropy`). Shuffle seeds and faults keep the seed.
 
     Raises:
       ValueError: If m exceeds the task's clients, or the faults are impossible for m.
@@ -109,8 +114,13 @@ class RoundPlanner:
                        f'{clients_per_round}')
     self._faults = faults or faults_lib.FaultConfig()
     self._faults.validate(clients_per_round)
+    if sampling_scheme not in sampling.SCHEMES:
+      raise ValueError(f'sampling_scheme must be one of {list(sampling.SCHEMES)}, got '
+                       f'{sampling_scheme!r}')
     self.clients_per_round = clients_per_round
     self.seed = seed
+    self.sampling_scheme = sampling_scheme
+    self._entropy = seed if sampling_entropy is None else sampling_entropy
 
   @property
   def population(self) -> int:
@@ -119,7 +129,13 @@ class RoundPlanner:
 
   def plan(self, round_num: int) -> RoundPlan:
     """The plan of round `round_num` (from 1)."""
-    sampled = sample_clients(self._client_ids, self.clients_per_round, self.seed, round_num)
+    if self.sampling_scheme == 'fixed':
+      picked = sampling.fixed_size_sample(self.population, self.clients_per_round, self._entropy,
+                                          round_num)
+    else:
+      picked = sampling.poisson_sample(self.population, self.clients_per_round / self.population,
+                                       self._entropy, round_num)
+    sampled = [self._client_ids[i] for i in picked]
     roles = faults_lib.assign_roles(sampled, self._faults, self.seed, round_num)
     clients = faults_lib.plan_client_inputs(
         self._task, sampled, roles, self._faults, self.seed, round_num,

@@ -22,6 +22,8 @@ import numbers
 
 import numpy as np
 
+SCHEMES = ('fixed', 'poisson')
+
 # Poisson draws come from their own stream, so that no prefix of it is shared with fixed-size
 # sampling under the same entropy.
 _POISSON_STREAM = 1

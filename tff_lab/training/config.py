@@ -23,7 +23,9 @@ from tff_lab import faults as faults_lib
 from tff_lab import runtime
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.privacy import release as release_lib
 from tff_lab.simulation import backends
+from tff_lab.simulation import sampling as sampling_lib
 from tff_lab.tasks import registry as tasks_registry
 
 
@@ -61,6 +63,12 @@ class ExperimentConfig:
       defaults (aggregator, trim_fraction, clip_norm, compression, bits, dp, noise_multiplier,
       secure_aggregation, ...).
     dp_delta: δ of the ε reported each round with DP (default: population^-1.1).
+    dp_metrics: Under DP, `withheld` (default) keeps the metrics the noise does not cover
+      (training loss, accuracy, example counts, federated evaluation) in the process; `public`
+      releases them, not covered by ε (`tff_lab.training.release`).
+    client_sampling: `fixed` (clients_per_round of the clients, uniformly without replacement)
+      or `poisson` (each client independently with probability clients_per_round / N; the
+      sample size varies). ε is accounted for the scheme used.
     simulation: `tff` runs each round through TFF's runtime; `fused` trains all sampled clients
       in one TF program, one after another (`tff_lab.algorithms.vectorized`; same results, the
       fastest on CPU); `vectorized` does too, batched over clients with `tf.vectorized_map`.
@@ -82,7 +90,7 @@ class ExperimentConfig:
   server_learning_rate: float = 1.0
   server_optimizer_hparams: dict = dataclasses.field(default_factory=dict)
   mu: float = 0.0
-  rounds: int = 50
+  rounds: int = 60
   clients_per_round: int = 10
   client_epochs: int = 1
   client_batch_size: int = 20
@@ -98,6 +106,8 @@ class ExperimentConfig:
   straggler_fraction: float = 0.0
   aggregation: dict = dataclasses.field(default_factory=dict)
   dp_delta: Optional[float] = None
+  dp_metrics: str = 'withheld'
+  client_sampling: str = 'fixed'
   simulation: str = 'tff'
   root_output_dir: str = 'runs'
   experiment_name: str = 'experiment'
@@ -184,6 +194,11 @@ class ExperimentConfig:
                         f'{sorted(set(self.aggregation) - set(known))}') from None
     except ValueError as e:
       raise ConfigError(str(e)) from None
+    _require(self.dp_metrics in release_lib.MODES,
+             f'unknown dp_metrics {self.dp_metrics!r}; choose one of {list(release_lib.MODES)}')
+    _require(self.client_sampling in sampling_lib.SCHEMES,
+             f'unknown client_sampling {self.client_sampling!r}; choose one of '
+             f'{list(sampling_lib.SCHEMES)}')
     _require(self.dp_delta is None or 0 < self.dp_delta < 1,
              f'dp_delta must be in (0, 1), got {self.dp_delta}')
     _require(self.dp_delta is None or self.aggregation.get('dp', 'none') != 'none',
@@ -197,8 +212,10 @@ class ExperimentConfig:
                '--max_concurrent_clients applies to the local worker; with --workers set it on '
                'each tff-lab-worker')
     _require(self.worker_timeout > 0, f'worker_timeout must be positive, got {self.worker_timeout}')
-    try:  # what the backend this config selects cannot run (tff_lab.simulation.backends)
+    try:  # what the backend this config selects, and the algorithm itself, cannot run
       backends.check(self)
+      if spec.check is not None:
+        spec.check(self)
     except ValueError as e:
       raise ConfigError(str(e)) from None
     _require(bool(self.experiment_name) and os.sep not in self.experiment_name,

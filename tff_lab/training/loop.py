@@ -40,13 +40,14 @@ from tff_lab.evaluation import centralized
 from tff_lab.evaluation import federated
 from tff_lab.metrics import plotting
 from tff_lab.metrics import writers
-from tff_lab.privacy import accounting
+from tff_lab.privacy import ledger as ledger_lib
 from tff_lab.simulation import backends
 from tff_lab.simulation import plan as plan_lib
 from tff_lab.tasks import registry as tasks_registry
 from tff_lab.tasks import task as task_lib
 from tff_lab.training import checkpoint
 from tff_lab.training import config as config_lib
+from tff_lab.training import release as release_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -95,6 +96,9 @@ def check_model_aggregator(config: config_lib.ExperimentConfig, model_aggregator
   """
   if model_aggregator is None:
     return
+  if algorithms_registry.get(config.algorithm).client_state:
+    raise config_lib.ConfigError(f'--algorithm={config.algorithm} aggregates with its own rounds '
+                                 'and cannot run a model_aggregator')
   if config.aggregation.get('secure_aggregation'):
     raise config_lib.ConfigError('secure_aggregation aggregates with its own protocol; it cannot '
                                  'be combined with a model_aggregator')
@@ -143,22 +147,7 @@ def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
   return algorithms_registry.create_learning_process(
       config.algorithm, task, client_opt, _server_optimizer(config), mu=config.mu,
       model_aggregator=create_model_aggregator(config, model_aggregator),
-      with_attacks=config.faults.update_attacks)
-
-
-def create_epsilon_tracker(mechanism: Optional[dp_lib.GaussianMechanism],
-                           config: config_lib.ExperimentConfig, population: int
-                           ) -> Optional[accounting.EpsilonTracker]:
-  """ε after each round, for the mechanism the run really applies; None without one.
-
-  The noise multiplier is the mechanism's own; the sampling is the loop's (clients_per_round of
-  `population` without replacement).
-  """
-  if mechanism is None:
-    return None
-  return accounting.EpsilonTracker(
-      mechanism.noise_multiplier, config.clients_per_round, population,
-      config.dp_delta or accounting.default_delta(population))
+      with_attacks=config.faults.update_attacks, state_only=True)
 
 
 def _flatten(prefix: str, value: Any, out: dict) -> None:
@@ -198,16 +187,24 @@ def round_metrics(process_metrics: Any) -> 'collections.OrderedDict[str, Any]':
   return named
 
 
-def _restore_or_init(process, task, config, ckpt_dir, csv_writer):
+def _checkpoint_extra(client_store) -> Optional[dict]:
+  """What a checkpoint carries beside the TFF state: the client store, if the algorithm has one."""
+  return None if client_store is None else {'client_store': client_store.to_checkpoint()}
+
+
+def _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store=None):
+  """The state to start from (and `client_store` restored with it), and its round."""
   template = process.initialize()
   # The newest good checkpoint: damaged newer ones are moved aside, with one warning line.
   restored = checkpoint.restore_latest(ckpt_dir, template)
   if restored is not None:
     csv_writer.truncate_after(restored.round_num)
+    if client_store is not None:
+      client_store.restore(restored.extra['client_store'])
     return restored.state, restored.round_num
   state = process.set_model_weights(template, initial_model_weights(task, config.seed))
   csv_writer.truncate_after(0)
-  checkpoint.save_checkpoint(ckpt_dir, 0, state)
+  checkpoint.save_checkpoint(ckpt_dir, 0, state, extra=_checkpoint_extra(client_store))
   return state, 0
 
 
@@ -231,21 +228,20 @@ def _set_execution_context(config: config_lib.ExperimentConfig) -> None:
 
 
 def _train_round(runner: backends.RoundRunner, state: Any, plan: plan_lib.RoundPlan,
-                 config: config_lib.ExperimentConfig,
-                 epsilon: Optional[accounting.EpsilonTracker], ckpt_dir: str):
-  """Runs one planned round; returns (new state, its metrics).
+                 config: config_lib.ExperimentConfig, release: release_lib.RoundRelease,
+                 ckpt_dir: str):
+  """Runs one planned round; returns (new state, all its metrics, before the release policy).
 
   Raises:
     NonFiniteLossError: If the round's training loss is not finite (nothing is written).
   """
   t0 = time.time()
   output = runner.next(state, plan)
+  release.record(plan.round_num)  # journaled before anything of the round leaves the process
   metrics = round_metrics(output.metrics)
   if config.faults != faults_lib.FaultConfig():
     metrics.update(plan.fault_metrics())
-  if epsilon is not None:
-    metrics['dp_epsilon'] = epsilon.epsilon_after(plan.round_num)
-    metrics['dp_delta'] = epsilon.delta
+  metrics.update(release.epsilon_metrics())
   loss = metrics.get('train_loss')
   if loss is not None and not math.isfinite(loss):
     raise NonFiniteLossError(
@@ -257,11 +253,12 @@ def _train_round(runner: backends.RoundRunner, state: Any, plan: plan_lib.RoundP
 
 
 def _write_final_outputs(config, task, process, state, exp_dir, csv_path, fed_eval, keras_model,
-                         last, start_round, started) -> 'collections.OrderedDict[str, Any]':
+                         last, start_round, started, release
+                         ) -> 'collections.OrderedDict[str, Any]':
   """curves.png, final_model.keras and summary.json (after a final evaluation if missing)."""
   weights = process.get_model_weights(state)
-  if fed_eval is not None and 'fed_eval_accuracy' not in last:
-    last.update(_evaluate(task, weights, fed_eval, keras_model))
+  if fed_eval is not None and not any(k.startswith('central_eval_') for k in last):
+    last.update(release.apply(_evaluate(task, weights, fed_eval, keras_model)))
   plotting.plot_curves(csv_path, os.path.join(exp_dir, 'curves.png'),
                        title=f'{task.description} — {config.algorithm}')
   final_model = centralized.keras_model_with_weights(task, weights)
@@ -273,9 +270,29 @@ def _write_final_outputs(config, task, process, state, exp_dir, csv_path, fed_ev
           (k, v) for k, v in last.items() if isinstance(v, (int, float))),
       files=['metrics.csv', 'tensorboard/', 'curves.png', 'summary.json', 'final_model.keras',
              'checkpoints/', 'config.json'])
+  privacy = release.summary()
+  if privacy is not None:
+    summary['privacy'] = privacy
+    summary['files'].append(ledger_lib.LEDGER_FILENAME)
   with open(os.path.join(exp_dir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   return summary
+
+
+def _build_runner(config, task, process, model_aggregator):
+  """The selected backend's runner, and the algorithm's client store (None if it keeps none).
+
+  Built before any other Keras model: the in-graph backends make a TF1 graph, which invalidates
+  earlier Keras models.
+  """
+  spec = algorithms_registry.get(config.algorithm)
+  client_store = spec.initial_store(task) if spec.client_state else None
+  return backends.build_runner(
+      backends.BackendContext(config, task, process, model_aggregator, client_store)), client_store
+
+
+# Shown in the progress bar, where released.
+_SHOWN = ('train_loss', 'train_accuracy', 'fed_eval_accuracy', 'central_eval_accuracy')
 
 
 def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
@@ -292,41 +309,43 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   check_model_aggregator(config, model_aggregator)
   task = build_task(config)
   config.validate_against_task(len(task.train_data.client_ids), task.prediction_kind)
-  planner = plan_lib.RoundPlanner(task, config.clients_per_round, config.faults, config.seed)
   exp_dir = config_lib.prepare_experiment_dir(config)
   ckpt_dir = os.path.join(exp_dir, 'checkpoints')
   csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
   _set_execution_context(config)
   model_aggregator = create_model_aggregator(config, model_aggregator)
   process = build_process(config, task, model_aggregator)
-  # Built before any other Keras model: the in-graph backends make a TF1 graph, which
-  # invalidates earlier Keras models.
-  runner = backends.build_runner(backends.BackendContext(config, task, process, model_aggregator))
+  runner, client_store = _build_runner(config, task, process, model_aggregator)
   fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
   keras_model = task.model_fn()
-  state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer)
+  state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store)
   tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'), resume_at=start_round)
-  # Only the mechanism that adds the noise reports ε, as the runner that applies it declares it.
-  epsilon = create_epsilon_tracker(dp_lib.mechanism_of(runner), config, planner.population)
+  # Only the mechanism that adds the noise is accounted for, as the runner that applies it
+  # declares it; under DP the release also picks the (secret) sampling entropy.
+  release = release_lib.RoundRelease(config, dp_lib.mechanism_of(runner), exp_dir, ckpt_dir,
+                                     len(task.train_data.client_ids))
+  planner = plan_lib.RoundPlanner(task, config.clients_per_round, config.faults, config.seed,
+                                  config.client_sampling, release.sampling_entropy)
   last: dict = {}
   started = time.time()
   bar = tqdm.tqdm(total=config.rounds, initial=start_round, desc=f'{config.task}/{config.algorithm}',
                   unit='round', disable=not config.progress, dynamic_ncols=True)
   try:
     for round_num in range(start_round + 1, config.rounds + 1):
-      state, metrics = _train_round(runner, state, planner.plan(round_num), config, epsilon,
+      state, metrics = _train_round(runner, state, planner.plan(round_num), config, release,
                                     ckpt_dir)
       if fed_eval is not None and (round_num % config.eval_every == 0
                                    or round_num == config.rounds):
         metrics.update(_evaluate(task, process.get_model_weights(state), fed_eval, keras_model))
+      metrics = release.apply(metrics)  # what may leave the process (all of it without DP)
       csv_writer.write(round_num, metrics)
       tb_writer.write(round_num, metrics)
       if round_num % config.checkpoint_every == 0 or round_num == config.rounds:
-        checkpoint.save_checkpoint(ckpt_dir, round_num, state)
+        checkpoint.save_checkpoint(ckpt_dir, round_num, state,
+                                   extra=_checkpoint_extra(client_store))
       last.update(metrics)
       bar.set_postfix(collections.OrderedDict(
-          (k, f'{last[k]:.4f}') for k in ('train_loss', 'train_accuracy', 'fed_eval_accuracy')
-          if k in last))
+          (k, f'{last[k]:.4f}') for k in _SHOWN if k in last))
       bar.update(1)
   finally:
     bar.close()
@@ -335,4 +354,4 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
     if config.workers:  # a notebook continues on a local worker, not on the remote ones
       runtime.set_local_context()
   return _write_final_outputs(config, task, process, state, exp_dir, csv_writer.path, fed_eval,
-                              keras_model, last, start_round, started)
+                              keras_model, last, start_round, started, release)

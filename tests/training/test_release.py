@@ -1,0 +1,141 @@
+"""What a run releases under DP: every release counted, private metrics withheld, secret sampling."""
+
+import csv
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from tff_lab.aggregators import dp
+from tff_lab.privacy import accounting
+from tff_lab.simulation import plan as plan_lib
+from tff_lab.training import checkpoint
+from tff_lab.training import config as config_lib
+from tff_lab.training import loop
+from tff_lab.training import release as release_lib
+
+_DP = {'dp': 'fixed', 'clip_norm': 0.5, 'noise_multiplier': 1.2}
+_DELTA = 1e-3
+
+
+def _config(tmp_path, name='e', **kwargs):
+  settings = dict(task='seed_linear', algorithm='fedavg_unweighted', rounds=3, clients_per_round=4,
+                  eval_every=1, checkpoint_every=2, dp_delta=_DELTA, aggregation=dict(_DP),
+                  root_output_dir=str(tmp_path), experiment_name=name, progress=False)
+  settings.update(kwargs)
+  return config_lib.ExperimentConfig(**settings)
+
+
+def _rows(tmp_path, name='e'):
+  with open(tmp_path / name / 'metrics.csv') as f:
+    return list(csv.DictReader(f))
+
+
+def _summary(tmp_path, name='e'):
+  return json.loads((tmp_path / name / 'summary.json').read_text())
+
+
+def test_under_dp_the_metrics_the_noise_does_not_cover_are_withheld_by_default(tmp_path):
+  loop.run_experiment(_config(tmp_path))
+  rows = _rows(tmp_path)
+  columns = set(rows[0])
+  for private in ('train_examples', 'train_loss', 'train_accuracy', 'fed_eval_accuracy',
+                  'round_seconds'):
+    assert private not in columns, private
+  assert {'dp_epsilon', 'dp_delta', 'central_eval_accuracy'} <= columns
+  assert 'aggregator/num_clients' in columns  # m, public under fixed-size sampling
+  privacy = _summary(tmp_path)['privacy']
+  assert privacy['releases'] == 3 and privacy['accounting']['sampling'] == 'fixed'
+  assert 'replace-one' in json.dumps(privacy['accounting'])
+  assert 'train_examples' in privacy['metrics']['withheld']
+  assert 'train_loss' not in _summary(tmp_path)['final_metrics']
+
+
+def test_public_metrics_are_released_and_said_not_to_be_covered(tmp_path):
+  loop.run_experiment(_config(tmp_path, dp_metrics='public'))
+  rows = _rows(tmp_path)
+  assert all(int(r['train_examples']) > 0 for r in rows)  # the exact totals, in the clear
+  metrics = _summary(tmp_path)['privacy']['metrics']
+  assert 'train_examples' in metrics['released_not_covered']
+  assert 'NOT covered' in metrics['statement']
+
+
+def test_a_round_rerun_after_a_kill_is_counted_again(tmp_path, monkeypatch):
+  cfg = _config(tmp_path, rounds=4, eval_every=0)
+  original = checkpoint.save_checkpoint
+
+  def killed_at_round_4(directory, round_num, state, *args, **kwargs):
+    if round_num == 4:
+      raise KeyboardInterrupt  # after round 4's release, before its checkpoint
+    return original(directory, round_num, state, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint, 'save_checkpoint', killed_at_round_4)
+  with pytest.raises(KeyboardInterrupt):
+    loop.run_experiment(cfg)
+  monkeypatch.setattr(checkpoint, 'save_checkpoint', original)
+  loop.run_experiment(cfg)  # resumes from the round-2 checkpoint: rounds 3 and 4 run again
+  privacy = _summary(tmp_path)['privacy']
+  assert privacy['releases'] == 6 and privacy['repeated_rounds'] == {'3': 2, '4': 2}
+  six = accounting.epsilon(1.2, 4, 10, 6, _DELTA)  # independently: 6 releases of the mechanism
+  assert privacy['epsilon'] == pytest.approx(six, rel=1e-9)
+  assert float(_rows(tmp_path)[-1]['dp_epsilon']) == pytest.approx(six, rel=1e-9)
+  assert six > accounting.epsilon(1.2, 4, 10, 4, _DELTA)
+  assert [r['round'] for r in _rows(tmp_path)] == ['1', '2', '3', '4']
+
+
+def test_sampling_under_dp_is_secret_and_resumable(tmp_path):
+  cfg = _config(tmp_path)
+  exp, ckpt = str(tmp_path / 'e'), str(tmp_path / 'e' / 'checkpoints')
+  os.makedirs(ckpt)
+  mechanism = dp.GaussianMechanism(1.2, 4, 0.5, adaptive=False)
+  first = release_lib.RoundRelease(cfg, mechanism, exp, ckpt, population=10)
+  again = release_lib.RoundRelease(cfg, mechanism, exp, ckpt, population=10)
+  assert first.sampling_entropy == again.sampling_entropy != cfg.seed
+  secret_file = os.path.join(ckpt, 'run_secret')
+  assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o600
+  task = loop.build_task(cfg)
+  secret_plans = plan_lib.RoundPlanner(task, 4, seed=0, sampling_entropy=first.sampling_entropy)
+  public_plans = plan_lib.RoundPlanner(task, 4, seed=0)
+  assert any(secret_plans.plan(r).sampled != public_plans.plan(r).sampled for r in range(1, 6))
+  no_dp = release_lib.RoundRelease(cfg, None, exp, ckpt, population=10)
+  assert no_dp.sampling_entropy == cfg.seed and no_dp.apply({'train_loss': 1.0}) == {
+      'train_loss': 1.0}
+
+
+def test_poisson_sampling_is_accounted_as_poisson(tmp_path):
+  loop.run_experiment(_config(tmp_path, client_sampling='poisson', eval_every=0))
+  privacy = _summary(tmp_path)['privacy']
+  assert privacy['accounting']['sampling'] == 'poisson'
+  assert 'add/remove-one' in json.dumps(privacy['accounting'])
+  assert privacy['epsilon'] == pytest.approx(
+      accounting.epsilon(1.2, 4, 10, 3, _DELTA, sampling='poisson'), rel=1e-9)
+  assert 'aggregator/num_clients' not in _rows(tmp_path)[0]  # the sample size is private
+
+
+def test_poisson_rounds_sample_a_varying_number_of_clients_at_rate_m_over_n(tmp_path):
+  task = loop.build_task(_config(tmp_path))
+  planner = plan_lib.RoundPlanner(task, 4, seed=1, sampling_scheme='poisson')
+  sizes = [len(planner.plan(r).sampled) for r in range(1, 401)]
+  assert len(set(sizes)) > 3 and min(sizes) < 4 < max(sizes)
+  # Binomial(10, 0.4): mean 4, std of the mean over 400 rounds ≈ 0.077.
+  assert np.mean(sizes) == pytest.approx(4.0, abs=0.35)
+
+
+def test_without_dp_nothing_is_withheld_and_there_is_no_privacy_section(tmp_path):
+  loop.run_experiment(_config(tmp_path, aggregation={}, dp_delta=None))
+  assert 'train_examples' in _rows(tmp_path)[0]
+  assert 'privacy' not in _summary(tmp_path)
+  assert not os.path.exists(tmp_path / 'e' / 'privacy_ledger.jsonl')
+
+
+@pytest.mark.parametrize('settings, message', [
+    ({'dp_metrics': 'noised'}, "unknown dp_metrics 'noised'"),
+    ({'client_sampling': 'stratified'}, "unknown client_sampling 'stratified'"),
+    ({'client_sampling': 'poisson', 'simulation': 'fused', 'aggregation': {}, 'dp_delta': None},
+     'client_sampling=fixed rounds only'),
+])
+def test_bad_release_settings_are_one_line(tmp_path, settings, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    loop.run_experiment(_config(tmp_path, **settings))
