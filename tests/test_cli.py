@@ -153,10 +153,10 @@ def test_secure_aggregation_end_to_end(tmp_path):
     assert float(row['download_bytes_per_client']) > 0
 
 
-def _cmd(root, name):
+def _cmd(root, name, algorithm='fedavg'):
   return [sys.executable, BINARY, '--task=digits', '--digits_model=mlp', '--rounds=10',
           '--clients_per_round=4', '--eval_every=4', '--checkpoint_every=3', '--seed=5',
-          '--client_learning_rate=0.05', f'--root_output_dir={root}',
+          '--client_learning_rate=0.05', f'--root_output_dir={root}', f'--algorithm={algorithm}',
           f'--experiment_name={name}', '--noprogress']
 
 
@@ -166,10 +166,12 @@ def _rows(path):
   return [dict(zip(header, l.split(','))) for l in lines[1:]]
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
-  subprocess.run(_cmd(tmp_path, 'straight'), check=True, capture_output=True, timeout=600,
-                 cwd=REPO)
-  proc = subprocess.Popen(_cmd(tmp_path, 'killed'), stdout=subprocess.DEVNULL,
+# SCAFFOLD: a run with client state (control variates in the checkpoints' client store).
+@pytest.mark.parametrize('algorithm', ['fedavg', 'scaffold'])
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, algorithm):
+  subprocess.run(_cmd(tmp_path, 'straight', algorithm), check=True, capture_output=True,
+                 timeout=600, cwd=REPO)
+  proc = subprocess.Popen(_cmd(tmp_path, 'killed', algorithm), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, cwd=REPO)
   metrics = tmp_path / 'killed' / 'metrics.csv'
   deadline = time.monotonic() + 300
@@ -182,14 +184,15 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
   proc.wait()
   killed_at = len(_rows(metrics))
   assert checkpoint.latest_checkpoint(str(tmp_path / 'killed' / 'checkpoints')) < 10
-  result = subprocess.run(_cmd(tmp_path, 'killed'), capture_output=True, text=True, timeout=600,
-                          cwd=REPO)
+  result = subprocess.run(_cmd(tmp_path, 'killed', algorithm), capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
   assert result.returncode == 0, result.stderr[-2000:]
 
   straight, resumed = tmp_path / 'straight', tmp_path / 'killed'
   a = np.load(straight / 'checkpoints' / 'ckpt_000010.npz')
   b = np.load(resumed / 'checkpoints' / 'ckpt_000010.npz')
   assert a.files == b.files
+  assert algorithm != 'scaffold' or any(k.startswith('extra_') for k in a.files)
   for key in a.files:
     np.testing.assert_array_equal(a[key], b[key], err_msg=f'{key} differs after resume')
   rows_a, rows_b = _rows(straight / 'metrics.csv'), _rows(resumed / 'metrics.csv')

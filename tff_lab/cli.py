@@ -18,6 +18,7 @@ from absl import logging
 
 from tff_lab import runtime
 from tff_lab.flags import aggregation_flags
+from tff_lab.flags import common_flags
 from tff_lab.privacy import secagg
 from tff_lab.flags import optimizer_flags
 from tff_lab.flags import task_flags
@@ -89,7 +90,7 @@ _MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer('max_concurrent_clients', -1,
                                                'Client computations run in parallel (-1: all).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Delete an existing experiment directory instead of resuming it.')
-_PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+_PROGRESS = common_flags.define_progress_flag()
 
 aggregation_flags.define_aggregation_flags()
 optimizer_flags.define_optimizer_flags('client', default_learning_rate=0.1)

@@ -139,3 +139,22 @@ def test_without_dp_nothing_is_withheld_and_there_is_no_privacy_section(tmp_path
 def test_bad_release_settings_are_one_line(tmp_path, settings, message):
   with pytest.raises(config_lib.ConfigError, match=message):
     loop.run_experiment(_config(tmp_path, **settings))
+
+
+@pytest.mark.parametrize('faults', [
+    {'dropout_fraction': 0.25},
+    {'straggler_fraction': 0.5},
+    {'byzantine_fraction': 0.25, 'attack': 'sign_flip', 'attack_scale': 10.0},
+])
+def test_every_fault_path_releases_one_counted_mechanism_per_round(tmp_path, faults):
+  # Dropouts, stragglers and Byzantine clients change who contributes what, never the mechanism:
+  # one release per round of the same z (the noise is sized for clients_per_round, not for the
+  # clients that reported).
+  loop.run_experiment(_config(tmp_path, eval_every=0, **faults))
+  privacy = _summary(tmp_path)['privacy']
+  assert privacy['releases'] == 3 and not privacy['repeated_rounds']
+  assert privacy['mechanism']['noise_multiplier'] == 1.2
+  assert privacy['epsilon'] == pytest.approx(accounting.epsilon(1.2, 4, 10, 3, _DELTA), rel=1e-9)
+  rows = _rows(tmp_path)
+  assert all('faults/dropped' in r for r in rows)  # the simulated counts follow from the config
+  assert 'train_examples' not in rows[0]

@@ -40,9 +40,9 @@ import tensorflow_federated as tff
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import spec as spec_lib
-from tff_lab.faults import simulation as faults_lib
 from tff_lab.metrics import accuracy as accuracy_lib
 from tff_lab.simulation import client_store as client_store_lib
+from tff_lab.simulation import plan as plan_lib
 from tff_lab.simulation import server as server_lib
 from tff_lab.tasks import task as task_lib
 
@@ -142,18 +142,12 @@ class ScaffoldRounds:
       store: The client store (c_i per client, c in its server part).
       population: N, the clients sampled from.
     """
-    self._task = task
     self._lr = float(client_learning_rate)
     self._server_optimizer = server_optimizer
     self.store = store
     self._population = population
     self._client_phase = build_client_phase(task, self._lr)
-    self._num_classes = None
-
-  def _datasets(self, plan) -> list:
-    if self._num_classes is None and any(c.flip_labels for c in plan.clients):
-      self._num_classes = int(self._task.model_fn().output_shape[-1])
-    return faults_lib.materialize_client_inputs(self._task, plan.clients, self._num_classes)
+    self._datasets = plan_lib.PlanDatasets(task)
 
   def next(self, state: Any, plan) -> tff.learning.templates.LearningProcessOutput:
     """One round on the plan's reporting clients (see the module docstring)."""

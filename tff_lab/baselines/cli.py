@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from tff_lab import baselines
+from tff_lab.flags import common_flags
 
 _QUICK = flags.DEFINE_bool('quick', False, 'The shrunken grid (few rounds and seeds) used in CI.')
 _SEEDS = flags.DEFINE_integer('seeds', None, 'Number of seeds (default: the paper\'s).')
@@ -26,7 +27,7 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None,
                                   'Holds runs/, figures/ and report.md (default: '
                                   'reproductions/<paper>[_quick]).')
 _CLAIMS = flags.DEFINE_list('claims', [], 'Check only these claims (default: all).')
-_PROGRESS = flags.DEFINE_bool('progress', True, 'Show each run\'s progress bar.')
+_PROGRESS = common_flags.define_progress_flag()
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 import dp_accounting
 
+from tff_lab import files
 from tff_lab.privacy import accounting
 
 LEDGER_FILENAME = 'privacy_ledger.jsonl'
@@ -39,19 +40,6 @@ _FORMAT = 1
 
 class LedgerError(ValueError):
   """The ledger file is damaged (other than a torn last line) or contradicts its settings."""
-
-
-def _fsync_dir(directory: str) -> None:
-  try:
-    fd = os.open(directory or '.', os.O_RDONLY)
-  except OSError:  # a platform without directory file descriptors
-    return
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass
-  finally:
-    os.close(fd)
 
 
 class PrivacyLedger:
@@ -166,7 +154,7 @@ class PrivacyLedger:
     finally:
       os.close(fd)
     if new:
-      _fsync_dir(os.path.dirname(self.path))
+      files.fsync_dir(os.path.dirname(self.path))
     self._records.append(record)
     self._attempts[round_num] += 1
     return record

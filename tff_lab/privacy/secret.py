@@ -25,6 +25,8 @@ import hmac
 import os
 import stat
 
+from tff_lab import files
+
 SECRET_FILENAME = 'run_secret'
 SECRET_BYTES = 32
 # Domain separation: the same secret could key other per-run draws later.
@@ -33,19 +35,6 @@ _SAMPLING_LABEL = b'tff_lab client sampling v1'
 
 class SecretError(ValueError):
   """The run secret is damaged or readable by others."""
-
-
-def _fsync_dir(directory: str) -> None:
-  try:
-    fd = os.open(directory, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass
-  finally:
-    os.close(fd)
 
 
 def _read(path: str) -> bytes:
@@ -92,7 +81,7 @@ def load_or_create_run_secret(checkpoint_dir: str) -> bytes:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
-  _fsync_dir(checkpoint_dir)
+  files.fsync_dir(checkpoint_dir)
   return _read(path)
 
 

@@ -33,7 +33,6 @@ from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.algorithms import secure_rounds
 from tff_lab.algorithms import vectorized
-from tff_lab.faults import simulation as faults_lib
 from tff_lab.simulation import plan as plan_lib
 from tff_lab.tasks import task as task_lib
 
@@ -137,26 +136,13 @@ def _server_optimizer(config) -> tff.learning.optimizers.Optimizer:
       config.server_optimizer, config.server_learning_rate, **config.server_optimizer_hparams)
 
 
-class _Datasets:
-  """Turns a plan's `ClientPlan`s into the per-client inputs of a TFF computation."""
-
-  def __init__(self, task: task_lib.Task):
-    self._task = task
-    self._num_classes = None
-
-  def __call__(self, plan: plan_lib.RoundPlan) -> list:
-    if self._num_classes is None and any(c.flip_labels for c in plan.clients):
-      self._num_classes = int(self._task.model_fn().output_shape[-1])
-    return faults_lib.materialize_client_inputs(self._task, plan.clients, self._num_classes)
-
-
 class ProcessRunner:
   """The `tff` backend: TFF's `process.next` on the plan's preprocessed datasets."""
 
   def __init__(self, process: tff.learning.templates.LearningProcess, task: task_lib.Task,
                dp_mechanism: Optional[dp_lib.GaussianMechanism] = None):
     self._process = process
-    self._datasets = _Datasets(task)
+    self._datasets = plan_lib.PlanDatasets(task)
     # The Gaussian mechanism of the aggregator `process` applies, if it declares one.
     self.dp_mechanism = dp_mechanism
 
@@ -172,7 +158,7 @@ class SecureRunner:
 
   def __init__(self, rounds: secure_rounds.SecureAggregationRounds, task: task_lib.Task):
     self._rounds = rounds
-    self._datasets = _Datasets(task)
+    self._datasets = plan_lib.PlanDatasets(task)
     # The Gaussian mechanism the protocol's server applies (ε is reported from it).
     self.dp_mechanism = rounds.dp_mechanism
 

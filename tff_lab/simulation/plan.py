@@ -142,3 +142,21 @@ class RoundPlanner:
         lambda position: client_shuffle_seed(self.seed, round_num, position))
     return RoundPlan(round_num=round_num, sampled=tuple(sampled), roles=roles,
                      clients=tuple(clients))
+
+
+class PlanDatasets:
+  """Turns a plan's `ClientPlan`s into the per-client inputs of a TFF computation.
+
+  `PlanDatasets(task)(plan)` is `faults.materialize_client_inputs` on the plan's reporting
+  clients: each client's preprocessed dataset, labels flipped for label-flipping attackers, and
+  `OrderedDict(data=, attack=)` for update attacks. For the backends that run clients in TFF.
+  """
+
+  def __init__(self, task: task_lib.Task):
+    self._task = task
+    self._num_classes = None  # read from the model only when a plan flips labels
+
+  def __call__(self, plan: RoundPlan) -> list:
+    if self._num_classes is None and any(c.flip_labels for c in plan.clients):
+      self._num_classes = int(self._task.model_fn().output_shape[-1])
+    return faults_lib.materialize_client_inputs(self._task, plan.clients, self._num_classes)

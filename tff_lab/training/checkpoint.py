@@ -30,6 +30,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from tff_lab import files
+
 _NAME = re.compile(r'^ckpt_(\d{6,})\.npz$')
 _TMP = re.compile(r'^ckpt_(\d{6,})\.npz\.tmp$')
 _EXTRA_STRUCTURE_KEY = 'extra_structure'
@@ -51,19 +53,6 @@ class Checkpoint(NamedTuple):
 
 def _path(directory: str, round_num: int) -> str:
   return os.path.join(directory, f'ckpt_{round_num:06d}.npz')
-
-
-def _fsync_dir(directory: str) -> None:
-  try:
-    fd = os.open(directory, os.O_RDONLY)
-  except OSError:  # e.g. a platform without directory file descriptors
-    return
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass
-  finally:
-    os.close(fd)
 
 
 def _digest(arrays: Mapping[str, np.ndarray]) -> str:
@@ -169,7 +158,7 @@ def save_checkpoint(directory: str, round_num: int, state: Any, keep: int = 3, *
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
-  _fsync_dir(directory)
+  files.fsync_dir(directory)
   for old in list_checkpoints(directory)[:-keep]:
     os.remove(_path(directory, old))
   for name in os.listdir(directory):  # temp files of writes that a kill interrupted
@@ -292,7 +281,7 @@ def restore_latest(directory: str, template: Any) -> Optional[Checkpoint]:
     for round_num, _ in damaged:
       path = _path(directory, round_num)
       os.replace(path, path + '.damaged')
-    _fsync_dir(directory)
+    files.fsync_dir(directory)
     fallback = (f'resuming from round {restored.round_num}' if restored is not None
                 else 'no good checkpoint is left, starting from round 0')
     logging.warning('damaged checkpoint(s) skipped (moved aside as *.damaged): %s; %s',
