@@ -158,3 +158,18 @@ def test_every_fault_path_releases_one_counted_mechanism_per_round(tmp_path, fau
   rows = _rows(tmp_path)
   assert all('faults/dropped' in r for r in rows)  # the simulated counts follow from the config
   assert 'train_examples' not in rows[0]
+
+
+def test_dp_over_two_workers_releases_one_counted_mechanism_per_round(tmp_path):
+  from tff_lab.runtime import workers  # pylint: disable=g-import-not-at-top
+  pool = [workers.ManagedWorker() for _ in range(2)]
+  try:
+    loop.run_experiment(_config(tmp_path, eval_every=0,
+                                workers=tuple(f'127.0.0.1:{w.port}' for w in pool)))
+  finally:
+    for worker in pool:
+      worker.stop()
+  privacy = _summary(tmp_path)['privacy']
+  assert privacy['releases'] == 3  # the noise is added once per round, after the merge
+  assert privacy['epsilon'] == pytest.approx(accounting.epsilon(1.2, 4, 10, 3, _DELTA), rel=1e-9)
+  assert all(r['dp_accounting'] == privacy['accounting']['description'] for r in _rows(tmp_path))

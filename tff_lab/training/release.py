@@ -72,11 +72,14 @@ class RoundRelease:
     if self.dp:
       self.ledger.record(round_num)
 
-  def epsilon_metrics(self) -> 'collections.OrderedDict[str, float]':
-    """`dp_epsilon` (over every release journaled) and `dp_delta`; nothing without DP."""
+  def epsilon_metrics(self) -> 'collections.OrderedDict[str, Any]':
+    """`dp_epsilon` (over every release journaled), `dp_delta`, and `dp_accounting` (the
+    convention, in words, so that no row of metrics.csv carries an ε without it); nothing
+    without DP."""
     if not self.dp:
       return collections.OrderedDict()
-    return collections.OrderedDict(dp_epsilon=self.ledger.epsilon(), dp_delta=self.delta)
+    return collections.OrderedDict(dp_epsilon=self.ledger.epsilon(), dp_delta=self.delta,
+                                   dp_accounting=self.ledger.accounting.text())
 
   def apply(self, metrics) -> 'collections.OrderedDict[str, Any]':
     """The metrics that may leave the process (all of them without DP)."""
