@@ -1,21 +1,26 @@
-"""The federated training loop: rounds, evaluation, checkpoints, metrics, resume.
+"""The federated training loop: wiring of plan, backend, evaluation, release and checkpoints.
 
 `run_experiment(config)` is the whole job the experiment binary and the notebook run:
 
-  1. validate the config and build the task (cheap, no TFF tracing), check it against the task;
+  1. validate the config (the algorithm's spec and the selected backend check it) and build the
+     task (cheap, no TFF tracing), check it against the task;
   2. create or reopen `<root_output_dir>/<experiment_name>/`;
-  3. build the learning process and evaluation computations (TFF tracing);
-  4. restore the newest checkpoint, or make the seeded initial state (checkpointed as round 0);
-  5. each round: sample clients, apply simulated faults (`tff_lab.faults`; none by default), run
-     `process.next`, stop on a non-finite loss, evaluate every
-     `eval_every` rounds, append to metrics.csv and TensorBoard, checkpoint every
+  3. build the learning process (its state's structure), the backend's round runner
+     (`tff_lab.simulation.backends`), the algorithm's client store if it keeps one, and the
+     evaluation computations (TFF tracing);
+  4. restore the newest good checkpoint (client store included), or make the seeded initial
+     state (checkpointed as round 0);
+  5. each round: make its plan (`tff_lab.simulation.plan.RoundPlanner`: sampled clients, fault
+     roles, data plans), run it (`runner.next(state, plan)`), journal a DP release
+     (`tff_lab.training.release`), stop on a non-finite loss, evaluate every `eval_every`
+     rounds, write what may be released to metrics.csv and TensorBoard, checkpoint every
      `checkpoint_every` rounds;
-  6. write curves.png, summary.json and final_model.keras.
+  6. write curves.png, summary.json (with its `privacy` section under DP) and final_model.keras.
 
-Every source of randomness is a pure function of (seed, round): the clients sampled, and each
-client's shuffle seed. With the exact state checkpoints (`checkpoint.py`), a run killed at any
-moment and re-run ends with the same weights as an uninterrupted run, and metrics.csv holds one
-row per round.
+Every source of randomness is a pure function of (seed, round), or under DP of (run secret,
+round) for sampling: the clients sampled, each client's shuffle seed, the fault roles. With the
+exact state checkpoints (`checkpoint.py`), a run killed at any moment and re-run ends with the
+same weights as an uninterrupted run, and metrics.csv holds one row per round.
 """
 
 import collections
