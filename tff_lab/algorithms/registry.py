@@ -10,13 +10,15 @@ from typing import Optional
 import tensorflow_federated as tff
 
 from tff_lab.algorithms import fedavg
+from tff_lab.algorithms import fednova
 from tff_lab.algorithms import fedprox
 from tff_lab.algorithms import fedsgd
 from tff_lab.algorithms import scaffold
 from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
 
-for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC, scaffold.SPEC):
+for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC, scaffold.SPEC,
+              fednova.SPEC):
   spec_lib.register(_spec)
 
 # The built-in algorithms; `spec.names()` also lists those registered later.

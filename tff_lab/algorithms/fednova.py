@@ -1,0 +1,269 @@
+"""FedNova: federated normalised averaging, with vanilla local SGD.
+
+Wang, Liu, Liang, Joshi, Poor, "Tackling the Objective Inconsistency Problem in Heterogeneous
+Federated Optimization", NeurIPS 2020 (arXiv:2007.07481), §4. When clients run
+different numbers of local steps τ_i (their batches over their epochs; stragglers fewer), FedAvg's
+average of model deltas converges to a stationary point of Σ_i (p_i τ_i / Σ_j p_j τ_j)·F_i
+instead of the true objective Σ_i p_i F_i. FedNova averages per-step (normalised) updates
+instead and rescales the average by an effective number of steps. A round with reporting
+clients S is
+
+    client i:  y_i ← x;  τ_i times:  y_i ← y_i − η_l·g_i(y_i)
+               sends d_i = (x − y_i)/τ_i  (a_i = [1, …, 1], ‖a_i‖₁ = τ_i: η_l·d_i of the paper),
+               its τ_i and its weight n_i
+    server:    p_i = n_i / Σ_{j∈S} n_j;   τ_eff = Σ_i p_i τ_i
+               x ← x − τ_eff · Σ_i p_i d_i                           (FedNova, §4)
+
+In TFF's convention the update is x − y, taken by the server optimiser as a pseudo-gradient: the
+server step here is `server_optimizer(τ_eff·Σ_i p_i d_i)`, so server SGD at rate 1 is the paper's
+update, SGD at rate η_g scales it by η_g, and another server optimiser (momentum, Adam, ...) gets
+FedNova's pseudo-gradient where FedOpt gets FedAvg's. With every τ_i = τ,
+τ_eff·Σ p_i d_i = Σ p_i (x − y_i), FedAvg's weighted mean: FedNova reduces to `fedavg`
+(tests/algorithms/test_fednova.py checks it to float round-off).
+
+Weights. The paper's p_i is client i's share of the data, n_i = |D_i|. By default
+(`weighting='examples_processed'`, what `--algorithm=fednova` runs) n_i is instead the number of
+examples the client processed this round, as tff_lab's weighted `fedavg` counts them (TFF's
+`ClientWeighting.NUM_EXAMPLES`: its epochs × its examples, fewer for a straggler), which is what
+makes FedNova with equal τ_i exactly tff_lab's `fedavg`. With equal local work the two agree (n_i =
+E·|D_i| ∝ |D_i|). They differ for stragglers, and the difference is not cosmetic: by the paper's
+analysis (§3, Theorem 1) the update converges towards Σ_i w_i F_i with w_i the weights of the
+normalised d_i, so the default converges towards Σ_i n_i·F_i with n_i the examples processed (a
+straggler running E_i of E epochs counts E_i/E of its data), the paper's FedNova towards Σ_i
+|D_i|·F_i, and tff_lab's weighted FedAvg (weights n_i on deltas of τ_i steps) towards Σ_i n_i
+τ_i·F_i. The default removes the τ_i factor of the deltas but keeps the example-count weighting; the
+paper's weights are `FedNovaRounds(..., weighting='dataset_size')` (|D_i| = the client's raw dataset
+size, whatever part of it the round used; tested against NumPy too).
+
+How it runs here: like SCAFFOLD (`tff_lab.algorithms.scaffold`), a round is one TFF call
+(`build_client_phase`: broadcast, then each client's local SGD in client-placed TensorFlow,
+returning its delta x − y_i, τ_i, n_i and metric sums, in the clients' order), then the
+normalised average above in NumPy and the server step every backend shares
+(`tff_lab.simulation.server`). Why a runner rather than a TFF learning process: the server's
+update needs every client's τ_i next to its delta (τ_eff is a second weighted mean), which TFF's
+aggregator → finalizer composition does not carry (it would have to smuggle τ_i through the
+model-shaped update, where clipping, DP noise, robust rules and compression would act on it too).
+The `LearningAlgorithmState` is that of weighted FedAvg (model and server optimiser state), so
+checkpoints, resume, `get_model_weights` and evaluation are unchanged. A client with no batch,
+or whose update is not finite, contributes nothing (weight 0, as in FedAvg). FedNova keeps no
+client state (`client_state=()`).
+
+Scope: the `tff` backend (in TFF's execution context, so `--workers` too; untested there); client
+SGD (vanilla local SGD: for momentum or proximal steps a_i differs and the paper gives its norm);
+the plain weighted mean (no clipping, DP, robust rules, compression or secure aggregation); no
+update attacks (label flipping, dropouts and stragglers are supported). The in-graph backends
+(`fused`, `vectorized`) sum updates in-graph without per-client step counts, so the spec gives no
+`local_step` and they refuse it; the rest is refused before tracing (`check`).
+"""
+
+import collections
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_lab.algorithms import fedavg
+from tff_lab.algorithms import optimizers as optimizers_lib
+from tff_lab.algorithms import spec as spec_lib
+from tff_lab.metrics import accuracy as accuracy_lib
+from tff_lab.simulation import plan as plan_lib
+from tff_lab.simulation import server as server_lib
+from tff_lab.tasks import task as task_lib
+
+
+def _client_update_fn(task: task_lib.Task, learning_rate: float):
+  """The client's τ_i plain SGD steps, as a `tf.function` over a TFF model."""
+  model = task.tff_model_fn()
+  kind = task.prediction_kind
+
+  @tf.function
+  def client_update(initial_weights, data):
+    weights = tff.learning.models.ModelWeights.from_model(model)
+    tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
+    trainable = tuple(tf.nest.flatten(weights.trainable))
+    anchor = tuple(tf.nest.flatten(initial_weights.trainable))
+
+    def step(totals, batch):
+      num_examples, num_steps, loss_sum, correct = totals
+      with tf.GradientTape() as tape:
+        output = model.forward_pass(batch, training=True)
+      grads = tape.gradient(output.loss, trainable,
+                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      direction = spec_lib.PLAIN_SGD.gradient(grads, trainable, anchor, {})
+      for var, d in zip(trainable, direction):
+        var.assign_sub(learning_rate * d)
+      n = tf.cast(output.num_examples, tf.float32)
+      hits = tf.reduce_sum(accuracy_lib.correct_predictions(kind, batch['y'], output.predictions))
+      return (num_examples + tf.cast(output.num_examples, tf.int64), num_steps + 1,
+              loss_sum + tf.cast(output.loss, tf.float32) * n, correct + hits)
+
+    totals = data.reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64),
+                          tf.constant(0.0), tf.constant(0.0)), step)
+    delta = [a - b for a, b in zip(anchor, trainable)]  # x − y_i, TFF's update convention
+    return collections.OrderedDict(delta=delta, num_examples=totals[0], num_steps=totals[1],
+                                   loss_sum=totals[2], correct=totals[3])
+
+  return client_update
+
+
+def build_client_phase(task: task_lib.Task, learning_rate: float):
+  """One TFF call: broadcast x, then every client's local SGD; per-client results."""
+  with tf.Graph().as_default():
+    model = task.tff_model_fn()
+  weights_type = tff.learning.models.weights_type_from_model(model)
+  dataset_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+
+  @tff.tensorflow.computation(weights_type, dataset_type)
+  def client_update(weights, data):
+    return _client_update_fn(task, learning_rate)(weights, data)
+
+  @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER),
+                             tff.FederatedType(dataset_type, tff.CLIENTS))
+  def client_phase(weights, datasets):
+    return tff.federated_map(client_update, (tff.federated_broadcast(weights), datasets))
+
+  return client_phase
+
+
+def normalized_update(deltas, steps, weights):
+  """FedNova's server pseudo-gradient τ_eff·Σ_i p_i d_i, and τ_eff.
+
+  Args:
+    deltas: Per client, its x − y_i (one array per trainable variable).
+    steps: Per client, τ_i > 0.
+    weights: Per client, n_i > 0.
+
+  Returns:
+    The update (float32 arrays) and τ_eff = Σ_i p_i τ_i, with p_i = n_i / Σ_j n_j.
+  """
+  p = np.asarray(weights, np.float64) / np.sum(np.asarray(weights, np.float64))
+  tau_eff = float(np.dot(p, np.asarray(steps, np.float64)))
+  update = [tau_eff * sum(p_i * np.asarray(parts[i], np.float64) / tau_i
+                          for i, (p_i, tau_i) in enumerate(zip(p, steps)))
+            for parts in zip(*deltas)]
+  return [u.astype(np.float32) for u in update], tau_eff
+
+
+# What n_i in p_i = n_i / Σ n_j counts (see the module docstring).
+WEIGHTINGS = ('examples_processed', 'dataset_size')
+
+
+class FedNovaRounds:
+  """FedNova rounds on the `tff` backend, advancing the state of a weighted FedAvg process."""
+
+  def __init__(self, task: task_lib.Task, client_learning_rate: float,
+               server_optimizer: tff.learning.optimizers.Optimizer,
+               weighting: str = 'examples_processed'):
+    """Builds the round's TFF computation (tracing).
+
+    Args:
+      task: The task trained.
+      client_learning_rate: η_l of the clients' SGD.
+      server_optimizer: Applies τ_eff·Σ p_i d_i (SGD at rate 1 is the paper's server step).
+      weighting: n_i: `examples_processed` this round (tff_lab's FedAvg weights, the default) or
+        `dataset_size` |D_i| (the paper's p_i).
+    """
+    if weighting not in WEIGHTINGS:
+      raise ValueError(f'weighting must be one of {WEIGHTINGS}, got {weighting!r}')
+    self._weighting = weighting
+    self._task = task
+    self._dataset_sizes = {}
+    self._server_optimizer = server_optimizer
+    self._client_phase = build_client_phase(task, float(client_learning_rate))
+    self._datasets = plan_lib.PlanDatasets(task)
+
+  def _dataset_size(self, client_id: str) -> int:
+    if client_id not in self._dataset_sizes:
+      size = int(self._task.train_data.create_tf_dataset_for_client(client_id).cardinality())
+      if size < 0:
+        raise ValueError(f"weighting='dataset_size' needs client {client_id!r}'s dataset size, "
+                         'which its dataset does not know')
+      self._dataset_sizes[client_id] = size
+    return self._dataset_sizes[client_id]
+
+  def next(self, state: Any, plan) -> tff.learning.templates.LearningProcessOutput:
+    """One round on the plan's reporting clients (see the module docstring)."""
+    results = self._client_phase(state.global_model_weights, self._datasets(plan))
+    deltas, steps, weights = [], [], []
+    totals = np.zeros(4)
+    for cid, result in zip(plan.client_ids, results):
+      delta = [np.asarray(d, np.float32) for d in result['delta']]
+      tau, n = int(result['num_steps']), int(result['num_examples'])
+      totals += [float(result['loss_sum']), float(result['correct']), n, tau]
+      if tau == 0 or n == 0 or not all(np.all(np.isfinite(d)) for d in delta):
+        continue  # no step taken, or a diverged client: weight 0, as in FedAvg
+      deltas.append(delta)
+      steps.append(tau)
+      weights.append(n if self._weighting == 'examples_processed' else self._dataset_size(cid))
+    if deltas:
+      update, tau_eff = normalized_update(deltas, steps, weights)
+    else:
+      update = [np.zeros_like(w) for w in state.global_model_weights.trainable]
+      tau_eff = 0.0
+    new_state, non_finite = server_lib.apply_server_update(self._server_optimizer, state, update)
+    metrics = collections.OrderedDict(
+        distributor=(),
+        client_work=collections.OrderedDict(
+            train=server_lib.train_metrics(*totals),
+            fednova=collections.OrderedDict(
+                contributing_clients=len(deltas), tau_eff=tau_eff,
+                min_local_steps=min(steps, default=0), max_local_steps=max(steps, default=0))),
+        aggregator=collections.OrderedDict(),
+        finalizer=collections.OrderedDict(update_non_finite=non_finite))
+    return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+
+  def close(self) -> None:
+    pass
+
+
+def check(config) -> None:
+  """Refuses, in one line, what this FedNova does not implement (see the module docstring)."""
+  if config.client_optimizer != 'sgd':
+    raise ValueError(f'--algorithm=fednova normalises vanilla local SGD, not '
+                     f'--client_optimizer={config.client_optimizer}')
+  if config.aggregation:
+    raise ValueError(f'--algorithm=fednova aggregates with its normalised weighted mean; it '
+                     f'cannot run the aggregation settings {sorted(config.aggregation)}')
+  if config.faults.update_attacks:
+    raise ValueError('--algorithm=fednova does not simulate update attacks (label_flip, '
+                     'dropouts and stragglers are supported)')
+  if config.simulation != 'tff':
+    raise ValueError(f'--algorithm=fednova needs per-client step counts and runs on '
+                     f'--simulation=tff, not --simulation={config.simulation}')
+
+
+def build_runner(context, store=None) -> FedNovaRounds:
+  """The `tff` backend's runner for FedNova (`tff_lab.simulation.backends`); no client store."""
+  del store
+  config = context.config
+  return FedNovaRounds(
+      context.task, config.client_learning_rate,
+      optimizers_lib.create_optimizer(config.server_optimizer, config.server_learning_rate,
+                                      **config.server_optimizer_hparams))
+
+
+def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
+                   with_attacks=False):
+  """The process whose state FedNova advances: weighted FedAvg's (model, server optimiser).
+
+  Its own `next` is FedAvg's, not FedNova's: FedNova rounds run through `FedNovaRounds` (the
+  training loop and `tff_lab.simulation.backends` do that).
+  """
+  del with_attacks
+  return fedavg.build_fedavg(task, client_optimizer, server_optimizer, weighted=True,
+                             model_aggregator=model_aggregator)
+
+
+def _build_client_work(task, client_optimizer, with_attacks=False):
+  raise ValueError('--algorithm=fednova has no stand-alone client work: its server needs every '
+                   "client's step count (FedNovaRounds)")
+
+
+SPEC = spec_lib.AlgorithmSpec(
+    name='fednova',
+    description='FedNova: per-step normalised averaging of local SGD, rescaled by τ_eff (Wang '
+    'et al., NeurIPS 2020)',
+    build_process=_build_process, build_client_work=_build_client_work,
+    weighted=True, local_step=None, supports_secure_aggregation=False, check=check,
+    build_runner=build_runner)
