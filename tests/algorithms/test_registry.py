@@ -11,9 +11,9 @@ def test_each_algorithm_builds_a_learning_process(name):
   task = tasks.create_task('seed_linear')
   args = (name, task, algorithms.create_optimizer('sgd', 0.1),
           algorithms.create_optimizer('sgd', 1.0))
-  stateful = bool(algorithms.registry.get(name).client_state)
-  if stateful:  # its rounds need the client store: the process alone serves the state's structure
-    with pytest.raises(ValueError, match='keeps client state'):
+  stateful = algorithms.registry.get(name).build_runner is not None
+  if stateful:  # its rounds run through its own runner: the process serves the state's structure
+    with pytest.raises(ValueError, match='its own runner'):
       algorithms.create_learning_process(*args)
   process = algorithms.create_learning_process(*args, mu=0.1 if name == 'fedprox' else 0.0,
                                                state_only=stateful)

@@ -48,14 +48,15 @@ def create_learning_process(name: str, task: task_lib.Task,
   `client_work.py`); FedSGD does not support it (its clients send gradients, not local models).
 
   Raises:
-    ValueError: For an algorithm with client state (SCAFFOLD), unless `state_only`: its rounds
-      need the client store, so its process only serves for the state's structure
-      (`initialize`, `get_model_weights`, checkpoints) and rounds run through its spec's runner.
+    ValueError: For an algorithm whose rounds run through its spec's own runner (SCAFFOLD, with
+      its client store; FedNova), unless `state_only`: its process only serves for the state's
+      structure (`initialize`, `get_model_weights`, checkpoints).
   """
   spec = spec_lib.get(name)
-  if spec.client_state and not state_only:
-    raise ValueError(f'--algorithm={name} keeps client state {list(spec.client_state)}: run it '
-                     'with tff_lab.training.run_experiment (its rounds need the client store)')
+  if spec.build_runner is not None and not state_only:
+    why = (f'keeps client state {list(spec.client_state)} and ' if spec.client_state else '')
+    raise ValueError(f'--algorithm={name} {why}runs its rounds through its own runner, not '
+                     'process.next: run it with tff_lab.training.run_experiment')
   return spec.build_process(task, client_optimizer, server_optimizer,
                             model_aggregator=model_aggregator, with_attacks=with_attacks,
                             **_hparams(spec, mu))

@@ -201,7 +201,8 @@ def _check_in_graph(config) -> None:
     local_sgd = [n for n in algorithms_registry.names()
                  if algorithms_registry.get(n).runs_in_graph]
     raise ValueError(f'--simulation={name} runs {", ".join(local_sgd)}, not '
-                     f'{config.algorithm} (it runs only local-SGD algorithms)')
+                     f'{config.algorithm} (only algorithms whose spec gives an in-graph local '
+                     'step and no client state)')
   vectorized.check_supported(config.client_optimizer,
                              model_aggregator_is_default=not config.aggregation,
                              update_attacks=config.faults.update_attacks, simulation=name)

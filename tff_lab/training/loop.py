@@ -101,7 +101,7 @@ def check_model_aggregator(config: config_lib.ExperimentConfig, model_aggregator
   """
   if model_aggregator is None:
     return
-  if algorithms_registry.get(config.algorithm).client_state:
+  if algorithms_registry.get(config.algorithm).build_runner is not None:
     raise config_lib.ConfigError(f'--algorithm={config.algorithm} aggregates with its own rounds '
                                  'and cannot run a model_aggregator')
   if config.aggregation.get('secure_aggregation'):
