@@ -1,6 +1,6 @@
 r"""Runs a grid of experiments and prints one table. A thin binary over `tff_lab.training.grid`.
 
-Takes every flag of run_experiment.py as the shared settings, plus:
+Takes every flag of run_experiment.py as the shared settings (`--plugin` included), plus:
 
   --grid     settings and values, e.g. 'aggregator=mean,median;byzantine_fraction=0,0.1,0.2'
   --report   final metrics to tabulate (default: central_eval_accuracy)
@@ -42,4 +42,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.load_plugins()  # before the flags are parsed, so their registrations have flags
   app.run(main)

@@ -240,3 +240,123 @@ def test_killed_worker_is_named_and_rerun_resumes(tmp_path):
   finally:
     for w in pool:
       w.stop()
+
+
+# A user's plugin, from outside the package: a norm-bounded mean and a task on its own arrays.
+PLUGIN = '''
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_lab import aggregators
+from tff_lab import tasks
+from tff_lab.data import client_data
+from tff_lab.tasks import task as task_lib
+
+
+def build_norm_mean(weighted: bool, max_norm: float = 1.0):
+  """The mean of the client updates, each clipped to L2 norm max_norm."""
+  if max_norm <= 0:
+    raise ValueError(f'max_norm must be positive, got {max_norm}')
+  mean = tff.aggregators.MeanFactory() if weighted else tff.aggregators.UnweightedMeanFactory()
+  return tff.aggregators.clipping_factory(max_norm, mean)
+
+
+def build_mytask(num_clients: int = 4, examples: int = 20, seed: int = 0):
+  """Logistic regression on random 3-feature arrays."""
+  rng = np.random.default_rng(seed)
+  w = np.array([1.0, -2.0, 0.5], np.float32)
+
+  def arrays():
+    x = rng.normal(size=(examples, 3)).astype(np.float32)
+    return x, (x @ w > 0).astype(np.float32)[:, None]
+
+  train = {f'c{i}': arrays() for i in range(num_clients)}
+  test = {f'c{i}': arrays() for i in range(num_clients)}
+  return task_lib.Task(
+      name='mytask', train_data=client_data.from_arrays(train),
+      test_data=client_data.from_arrays(test), centralized_test_data=client_data.pool(test),
+      model_fn=lambda: tf.keras.Sequential(
+          [tf.keras.layers.Input((3,)), tf.keras.layers.Dense(1, activation='sigmoid')]),
+      loss_fn=tf.keras.losses.BinaryCrossentropy, prediction_kind='binary')
+
+
+aggregators.register('norm_mean', build_norm_mean)
+tasks.register('mytask', build_mytask)
+'''
+
+
+def _run_binary(tmp_path, *argv):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(tmp_path)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+  return subprocess.run([sys.executable, BINARY, f'--root_output_dir={tmp_path}/runs',
+                         '--noprogress', *argv], capture_output=True, text=True, timeout=300,
+                        cwd=REPO, env=env)
+
+
+def test_a_plugin_task_and_aggregator_train_and_resuming_without_the_plugin_is_refused(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'myplugin.py').write_text(PLUGIN)
+  run = ['--task=mytask', '--aggregator=norm_mean', '--rounds=2', '--clients_per_round=2',
+         '--eval_every=1', '--experiment_name=p']
+  result = _run_binary(tmp_path, '--plugin=myplugin', '--norm_mean_max_norm=0.5',
+                       '--mytask_num_clients=3', *run)
+  assert result.returncode == 0, result.stderr[-2000:]
+  exp_dir = tmp_path / 'runs' / 'p'
+  saved = json.loads((exp_dir / 'config.json').read_text())
+  assert saved['plugins'] == ['myplugin']
+  assert saved['task_options'] == {'num_clients': 3, 'examples': 20, 'seed': 0}
+  assert saved['aggregation'] == {'aggregator': 'norm_mean', 'aggregator_options': {'max_norm': 0.5}}
+  rows = _rows(exp_dir / 'metrics.csv')
+  assert [r['round'] for r in rows] == ['1', '2']
+  # The rule ran (its clip is measured) and the byte counts reached metrics.csv.
+  assert all(float(r['aggregator/clipping_norm']) == 0.5 for r in rows), rows[0]
+  assert all(int(r['upload_bytes_per_client']) == 16 for r in rows), rows[0]  # 3 weights + bias
+
+  again = _run_binary(tmp_path, *run)  # the same run without its plugin
+  assert again.returncode == 2, again.stderr[-2000:]
+  lines = again.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), lines
+  assert "plugins: saved ['myplugin'], given []" in lines[0] and '--plugin=myplugin' in lines[0]
+  assert [r['round'] for r in _rows(exp_dir / 'metrics.csv')] == ['1', '2']  # nothing changed
+
+  (tmp_path / 'broken_plugin.py').write_text('import no_such_dependency\n')
+  broken = _run_binary(tmp_path, '--plugin', 'broken_plugin', *run)
+  assert broken.returncode == 2
+  assert broken.stderr.strip().splitlines() == [
+      "error: --plugin=broken_plugin: cannot import broken_plugin (ModuleNotFoundError: No module "
+      "named 'no_such_dependency')"], broken.stderr
+
+
+@pytest.mark.parametrize('source, message', [
+    ('import tff_lab\ntff_lab.tasks.register("digits", lambda: None)\n',
+     "task 'digits' is already registered"),
+    ('import tff_lab\ntff_lab.aggregators.register("t_twice", lambda weighted: None)\n'
+     'tff_lab.aggregators.register("t_twice", lambda weighted: None)\n',
+     "aggregator 't_twice' is already registered"),
+    ('import tff_lab\ntff_lab.tasks.register("t_nodefault", lambda num_clients: None)\n',
+     "task 't_nodefault': builder option 'num_clients' has no default"),
+])
+def test_bad_plugins_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, source, message):
+  from tff_lab.aggregators import registry  # pylint: disable=g-import-not-at-top
+  (tmp_path / 't_bad_plugin.py').write_text(source)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.delitem(sys.modules, 't_bad_plugin', raising=False)
+  try:
+    with pytest.raises(SystemExit) as exc:
+      cli.load_plugins(['run_experiment', '--plugin=t_bad_plugin'])
+  finally:
+    registry._BUILDERS.pop('t_twice', None)  # pylint: disable=protected-access
+  err = capsys.readouterr().err
+  assert exc.value.code == 2 and err.count('\n') == 1, err
+  assert err.startswith('error: --plugin=t_bad_plugin: cannot import t_bad_plugin (ValueError: ')
+  assert message in err, err
+
+
+def test_an_unknown_flag_is_one_line_and_exit_2(capsys):
+  with pytest.raises(SystemExit) as exc:
+    cli.parse_flags(['run_experiment', '--mytask_num_clients=3'])
+  err = capsys.readouterr().err
+  assert exc.value.code == 2 and err.count('\n') == 1, err
+  assert "Unknown command line flag 'mytask_num_clients'" in err and '--plugin' in err
+  flags.FLAGS.unparse_flags()

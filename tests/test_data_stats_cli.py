@@ -35,3 +35,38 @@ def test_report_and_errors(tmp_path):
       'https://storage.googleapis.com/tff-datasets-public/emnist_all.sqlite.lzma, decompress it '
       'with `xz -d`, and place it there; or let TFF download it: download=True, flag '
       '--<task>_download)']
+
+
+PLUGIN = '''
+import numpy as np
+import tensorflow as tf
+
+from tff_lab import tasks
+from tff_lab.data import client_data
+from tff_lab.tasks import task as task_lib
+
+
+def build_arrays_task(num_clients: int = 2):
+  clients = {f'c{i}': (np.zeros((i + 3, 2), np.float32), np.full((i + 3,), i % 2, np.int32))
+             for i in range(num_clients)}
+  return task_lib.Task(
+      name='arrays', train_data=client_data.from_arrays(clients),
+      test_data=client_data.from_arrays(clients), centralized_test_data=client_data.pool(clients),
+      model_fn=lambda: tf.keras.Sequential([tf.keras.layers.Input((2,)), tf.keras.layers.Dense(2)]),
+      loss_fn=tf.keras.losses.SparseCategoricalCrossentropy, prediction_kind='sparse_categorical')
+
+
+tasks.register('arrays', build_arrays_task)
+'''
+
+
+def test_a_plugin_task_gets_its_flags(tmp_path):
+  (tmp_path / 'stats_plugin.py').write_text(PLUGIN)
+  env = dict(os.environ, PYTHONPATH=str(tmp_path))
+  run = subprocess.run([sys.executable, '-m', 'tff_lab.data_stats_cli', '--plugin=stats_plugin',
+                        '--task=arrays', '--arrays_num_clients=3',
+                        f'--output_dir={tmp_path / "out"}'], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  with open(tmp_path / 'out' / 'stats.json') as f:
+    assert json.load(f)['num_clients'] == 3

@@ -5,6 +5,12 @@ experiment from absl flags. Flags map one-to-one onto `tff_lab.training.Experime
 options come from `--<task>_<option>` flags and optimiser settings from `--client_*`/`--server_*`
 flags, both generated from builder signatures (`tff_lab.flags`).
 
+`--plugin=my_package.my_module` (repeatable) imports a module of yours before the flags are
+parsed (`tff_lab.plugins`): the tasks, algorithms and aggregators it registers get their flags
+(`--<task>_<option>`, `--<aggregator>_<option>`) and can be selected. `run_experiment_app` scans
+`sys.argv` for it first; `load_plugins()` does the same for the other binaries built on these
+flags (experiments/run_grid.py).
+
 Exit codes: 0 success, 2 invalid input (one line on stderr, before any TFF tracing), 3 training
 diverged (non-finite loss; the last good checkpoint is kept), 4 a remote worker failed (named;
 checkpoints are kept, re-running resumes).
@@ -16,6 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from tff_lab import plugins
 from tff_lab import runtime
 from tff_lab.flags import aggregation_flags
 from tff_lab.flags import common_flags
@@ -91,6 +98,7 @@ _MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer('max_concurrent_clients', -1,
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Delete an existing experiment directory instead of resuming it.')
 _PROGRESS = common_flags.define_progress_flag()
+_PLUGIN = plugins.define_plugin_flag()
 
 aggregation_flags.define_aggregation_flags()
 optimizer_flags.define_optimizer_flags('client', default_learning_rate=0.1)
@@ -104,6 +112,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
     task_options = task_flags.task_options_from_flags(_TASK.value)
     client = optimizer_flags.optimizer_settings_from_flags('client')
     server = optimizer_flags.optimizer_settings_from_flags('server')
+    aggregation = aggregation_flags.aggregation_from_flags()
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
   return config_lib.ExperimentConfig(
@@ -116,13 +125,36 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       byzantine_fraction=_BYZANTINE_FRACTION.value, attack=_ATTACK.value,
       attack_scale=_ATTACK_SCALE.value, dropout_fraction=_DROPOUT_FRACTION.value,
       straggler_fraction=_STRAGGLER_FRACTION.value, simulation=_SIMULATION.value,
-      aggregation=aggregation_flags.aggregation_from_flags(), dp_delta=_DP_DELTA.value,
+      aggregation=aggregation, dp_delta=_DP_DELTA.value,
       dp_metrics=_DP_METRICS.value, client_sampling=_CLIENT_SAMPLING.value,
       workers=tuple(_WORKERS.value), worker_timeout=_WORKER_TIMEOUT.value,
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
       max_concurrent_clients=_MAX_CONCURRENT_CLIENTS.value, overwrite=_OVERWRITE.value,
-      progress=_PROGRESS.value, **client, **server)
+      progress=_PROGRESS.value, plugins=tuple(dict.fromkeys(_PLUGIN.value)), **client, **server)
+
+
+def _check_saved_plugins() -> None:
+  """Refuses a run directory made with other plugins before the task or aggregator is looked up
+  (they may be the missing plugin's)."""
+  config_lib.check_saved_plugins(config_lib.ExperimentConfig(
+      root_output_dir=_ROOT_OUTPUT_DIR.value,
+      experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
+      overwrite=_OVERWRITE.value, plugins=tuple(dict.fromkeys(_PLUGIN.value))))
+
+
+def load_plugins(argv=None) -> tuple[str, ...]:
+  """Imports the `--plugin` modules of `argv` (default `sys.argv`) and defines the flags of what
+  they registered; call it before `app.run`. One line on stderr and exit code 2 for a plugin
+  that does not import or a flag it would define twice."""
+  names = plugins.load_from_argv(argv)
+  try:
+    task_flags.define_task_flags()
+    aggregation_flags.define_aggregation_flags()
+  except flags.Error as e:  # e.g. DuplicateFlagError: a registered option's flag exists
+    print(f'error: --plugin: {" ".join(str(e).split())}', file=sys.stderr)
+    sys.exit(2)
+  return names
 
 
 def _main(argv):
@@ -131,6 +163,7 @@ def _main(argv):
     sys.exit(f'error: unexpected arguments {argv[1:]}')
   from tff_lab.training import loop  # pylint: disable=g-import-not-at-top
   try:
+    _check_saved_plugins()
     config = config_from_flags()
     summary = loop.run_experiment(config)
   except config_lib.ConfigError as e:
@@ -153,4 +186,17 @@ def _main(argv):
 
 def run_experiment_app() -> None:
   """Console script `tff-lab-run`."""
-  app.run(_main)
+  load_plugins()
+  app.run(_main, flags_parser=parse_flags)
+
+
+def parse_flags(argv):
+  """absl's parser, with a bad flag as one line and exit code 2 (as all bad input)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = ' '.join(str(e).split())
+    if 'Unknown command line flag' in message:
+      message += ' (the flags of a plugin\'s task or aggregator need its --plugin)'
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)

@@ -5,8 +5,10 @@
 
 prints client count, client sizes and the label skew (`tff_lab.data.stats`), and writes
 `stats.json`, `client_sizes.png` and `label_heatmap.png` to `--output_dir`. Task options are the
-experiment binary's `--<task>_<option>` flags. Bad input (unknown task, another task's flag, a
-dataset missing from the cache) gets one line on stderr and exit code 2.
+experiment binary's `--<task>_<option>` flags; `--plugin=my_package.my_module` imports a module
+registering tasks of your own first (`tff_lab.plugins`). Bad input (unknown task, another task's
+flag, a dataset missing from the cache, a plugin that does not import) gets one line on stderr
+and exit code 2.
 
 This module defines `--task` and the task flags, as `tff_lab.cli` does: a process must not import
 both.
@@ -18,6 +20,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from tff_lab import plugins
 from tff_lab.data import stats as stats_lib
 from tff_lab.flags import task_flags
 from tff_lab.tasks import registry
@@ -32,6 +35,7 @@ _TOP_K_TOKENS = flags.DEFINE_integer('top_k_tokens', 50,
                                      'Token columns kept for next-token tasks.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the client samples.')
 task_flags.define_task_flags()
+plugins.define_plugin_flag()
 
 
 def _run(argv) -> None:
@@ -52,6 +56,8 @@ def _run(argv) -> None:
 
 def main(argv=None) -> None:
   """Console script `tff-lab-data-stats`; `argv` defaults to `sys.argv`."""
+  plugins.load_from_argv(argv)
+  task_flags.define_task_flags()  # those of the tasks the plugins registered
   app.run(_run, argv=argv)
 
 

@@ -41,3 +41,24 @@ def test_secure_aggregation_flags_are_generated_and_validated(parse):
   parse('--secagg_active')
   with pytest.raises(ValueError, match='secagg_active only applies with secure_aggregation'):
     aggregators.AggregationSettings(**aggregation_flags.aggregation_from_flags()).validate()
+
+
+def _norm_mean(weighted: bool, max_norm: float = 1.0, passes: int = 1):
+  del weighted, max_norm, passes
+
+
+def test_a_registered_aggregator_gets_flags_and_its_options_are_recorded(parse):
+  from tff_lab.aggregators import registry  # pylint: disable=g-import-not-at-top
+  aggregators.register('t_flagagg', _norm_mean)
+  try:
+    aggregation_flags.define_aggregation_flags()  # after the --plugin imports
+    aggregation_flags.define_aggregation_flags()  # nothing is defined twice
+    parse('--aggregator=t_flagagg', '--t_flagagg_max_norm=2.5', '--clip_norm=3')
+    assert aggregation_flags.aggregation_from_flags() == {
+        'aggregator': 't_flagagg', 'clip_norm': 3.0,
+        'aggregator_options': {'max_norm': 2.5, 'passes': 1}}
+    parse('--aggregator=median', '--t_flagagg_passes=2')
+    with pytest.raises(ValueError, match='--t_flagagg_passes is set but --aggregator=median'):
+      aggregation_flags.aggregation_from_flags()
+  finally:
+    del registry._BUILDERS['t_flagagg']  # pylint: disable=protected-access

@@ -53,3 +53,58 @@ def test_resume_allows_only_resumable_changes(tmp_path):
   (tmp_path / 'e' / 'keep.txt').write_text('x')
   config_lib.prepare_experiment_dir(_config(tmp_path, seed=1, overwrite=True))
   assert not (tmp_path / 'e' / 'keep.txt').exists()
+
+
+def test_plugins_are_recorded_and_resuming_with_others_is_refused(tmp_path, monkeypatch):
+  (tmp_path / 't_cfg_plugin.py').write_text('LOADED = True\n')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  with_plugin = _config(tmp_path, task='seed_linear', plugins=('t_cfg_plugin',))
+  with_plugin.validate()  # imports it
+  config_lib.prepare_experiment_dir(with_plugin)
+  assert json.loads((tmp_path / 'e' / 'config.json').read_text())['plugins'] == ['t_cfg_plugin']
+  with pytest.raises(config_lib.ConfigError) as error:
+    _config(tmp_path, task='seed_linear').validate()
+  message = str(error.value)
+  assert '\n' not in message and "plugins: saved ['t_cfg_plugin'], given []" in message
+  assert 're-run with --plugin=t_cfg_plugin' in message
+  with pytest.raises(config_lib.ConfigError, match=r"plugins: saved \['t_cfg_plugin'\], given"):
+    config_lib.prepare_experiment_dir(_config(tmp_path, task='seed_linear'))
+  _config(tmp_path, task='seed_linear', overwrite=True).validate()  # starting over is allowed
+
+
+def test_a_config_json_from_before_plugins_resumes(tmp_path):
+  config_lib.prepare_experiment_dir(_config(tmp_path))
+  path = tmp_path / 'e' / 'config.json'
+  saved = json.loads(path.read_text())
+  del saved['plugins']
+  path.write_text(json.dumps(saved))
+  _config(tmp_path).validate()
+  config_lib.prepare_experiment_dir(_config(tmp_path))
+
+
+def test_a_plugin_that_does_not_import_is_a_config_error(tmp_path):
+  with pytest.raises(config_lib.ConfigError,
+                     match='^--plugin=t_no_such_plugin: cannot import t_no_such_plugin'):
+    _config(tmp_path, plugins=('t_no_such_plugin',)).validate()
+
+
+def test_a_registered_aggregator_must_suit_the_algorithm(tmp_path):
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  from tff_lab import aggregators  # pylint: disable=g-import-not-at-top
+  from tff_lab.aggregators import registry  # pylint: disable=g-import-not-at-top
+  aggregators.register('t_cfg_unweighted', lambda weighted: tff.aggregators.UnweightedMeanFactory())
+  try:
+    agg = {'aggregator': 't_cfg_unweighted'}
+    _config(tmp_path, algorithm='fedavg_unweighted', aggregation=agg).validate()
+    for kw in ({'algorithm': 'fedavg'},  # weighted
+               {'algorithm': 'fedavg_unweighted', 'byzantine_fraction': 0.2}):  # update attacks
+      with pytest.raises(config_lib.ConfigError, match="aggregator 't_cfg_unweighted' returned a "
+                         'UnweightedMeanFactory for weighted=True'):
+        _config(tmp_path, aggregation=agg, **kw).validate()
+    with pytest.raises(config_lib.ConfigError, match='--algorithm=scaffold aggregates with its own'):
+      _config(tmp_path, algorithm='scaffold', aggregation=agg).validate()
+    with pytest.raises(config_lib.ConfigError, match='--simulation=fused supports the default'):
+      _config(tmp_path, algorithm='fedavg_unweighted', aggregation=agg,
+              simulation='fused').validate()
+  finally:
+    del registry._BUILDERS['t_cfg_unweighted']  # pylint: disable=protected-access

@@ -45,6 +45,10 @@ no sense, before any tracing, with one-line `ValueError`s naming the setting (= 
   * `secagg_threshold`, `secagg_range`, `secagg_active` and `secagg_private_metrics` only apply
     with `secure_aggregation`.
   * The geometric median (RFA) runs several mean passes; compressing them is not implemented.
+  * A registered aggregator (`tff_lab.aggregators.register`, `registry.py`) takes the rule's
+    place: it composes with clipping, not with DP, compression or secure aggregation, and its
+    `aggregator_options` must be its builder's options, of their types. `aggregator_options`
+    only applies to a registered aggregator.
   * Krum needs n > 2f + 2 and multi_krum_m ≤ n − f, n = clients_per_round − num_dropped being
     the clients that report.
 
@@ -68,9 +72,12 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_lab.aggregators import compression as compression_lib
+from tff_lab.aggregators import registry as registry_lib
 from tff_lab.aggregators import robust
 
+# The built-in rules; `aggregator` also takes the names registered with `registry.register`.
 AGGREGATORS = ('mean', 'median', 'trimmed_mean', 'geometric_median', 'krum')
+registry_lib.RESERVED = AGGREGATORS
 COMPRESSIONS = ('none', 'quantize', 'topk', 'random_mask')
 DP_MODES = ('none', 'fixed', 'adaptive')
 # Settings that only the secure round runner reads (see `without_secure_aggregation`).
@@ -87,7 +94,8 @@ class AggregationSettings:
   """The aggregation flags, with their defaults.
 
   Attributes:
-    aggregator: `mean`, `median`, `trimmed_mean`, `geometric_median` or `krum`.
+    aggregator: `mean`, `median`, `trimmed_mean`, `geometric_median`, `krum`, or an aggregator
+      registered with `tff_lab.aggregators.register`.
     trim_fraction: β of the trimmed mean: the fraction dropped at each end, in [0, 0.5).
     krum_f: Krum's assumed number of Byzantine clients f per round.
     multi_krum_m: Multi-Krum averages the m best-scored updates (1 = Krum).
@@ -121,6 +129,8 @@ class AggregationSettings:
     clients_per_round: Clients sampled each round (DP's normaliser).
     num_dropped: Sampled clients that never report (simulated dropout; not a flag). Krum's n is
       clients_per_round − num_dropped.
+    aggregator_options: Options of a registered aggregator's factory builder (its flags
+      `--<aggregator>_<option>`; unset ones keep the builder's defaults).
   """
 
   aggregator: str = 'mean'
@@ -145,10 +155,17 @@ class AggregationSettings:
   secagg_private_metrics: bool = False
   clients_per_round: int = 10
   num_dropped: int = 0
+  aggregator_options: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def registered(self) -> bool:
+    """Whether `aggregator` is a registered (not built-in) aggregator."""
+    return registry_lib.is_registered(self.aggregator)
 
   def validate(self) -> None:
     """Raises a one-line ValueError naming the first bad setting."""
-    for name, value, choices in (('aggregator', self.aggregator, AGGREGATORS),
+    for name, value, choices in (('aggregator', self.aggregator,
+                                  AGGREGATORS + registry_lib.names()),
                                  ('compression', self.compression, COMPRESSIONS),
                                  ('dp', self.dp, DP_MODES)):
       _require(value in choices, f'unknown {name} {value!r}; choose one of {list(choices)}')
@@ -176,6 +193,22 @@ class AggregationSettings:
              or (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0),
              f'noise_multiplier must be positive, got {self.noise_multiplier}')
 
+    if self.registered:
+      registry_lib.resolve_options(self.aggregator, self.aggregator_options)
+      for name, value, why in (
+          ('dp', self.dp != 'none', 'DP\'s noised mean is the rule then (DP or another rule, '
+           'not both); an aggregator that adds noise itself declares its mechanism with '
+           'tff_lab.aggregators.dp.attach_mechanism'),
+          ('compression', self.compression != 'none', 'the codec is not given to it'),
+          ('secure_aggregation', self.secure_aggregation, 'secure aggregation sums with its '
+           'own protocol, not with a tff.aggregators factory')):
+        _require(not value, f'aggregator={self.aggregator!r} (registered) cannot be combined '
+                 f'with {name}={getattr(self, name)!r}: {why}')
+    else:
+      _require(not self.aggregator_options,
+               f'aggregator_options={self.aggregator_options} only applies to a registered '
+               f'aggregator (registered: {list(registry_lib.names())}), got '
+               f'aggregator={self.aggregator!r}')
     if self.aggregator == 'krum':
       n, f, m = self.clients_per_round - self.num_dropped, self.krum_f, self.multi_krum_m
       _require(n > 2 * f + 2, f'krum_f={f} needs more than 2*krum_f + 2 = {2 * f + 2} reporting '
@@ -290,11 +323,15 @@ def create_aggregator(weighted: bool = True, **settings) -> tff.aggregators.Aggr
   elif s.aggregator == 'mean':
     factory = (tff.aggregators.MeanFactory(value_sum_factory=value_sum) if weighted
                else tff.aggregators.UnweightedMeanFactory(value_sum_factory=value_sum))
+  elif s.registered:  # of the kind `weighted` asks for, or refused in one line
+    factory = registry_lib.build(s.aggregator, weighted, s.aggregator_options)
+    # Declared by an aggregator that adds noise itself; kept visible through the wrappers.
+    dp_factory = factory if _extension('dp', 'a DP aggregator').mechanism_of(factory) else None
   else:
     factory = _robust_factory(s, codec)
   if weighted and isinstance(factory, tff.aggregators.UnweightedAggregationFactory):
     factory = tff.aggregators.as_weighted_aggregator(factory)
-  if s.aggregator == 'mean' and value_sum is None:
+  if (s.aggregator == 'mean' or s.registered) and value_sum is None:
     factory = tff.aggregators.add_measurements(
         factory, client_measurement_fn=(lambda value, weight: compression_lib.dense_communication(
             value)) if weighted else compression_lib.dense_communication)
@@ -304,7 +341,7 @@ def create_aggregator(weighted: bool = True, **settings) -> tff.aggregators.Aggr
   # The DP factory's declared mechanism (its own z, C, m) stays visible through the wrappers,
   # so that ε is reported only where the noise is added.
   if dp_factory is not None:
-    dp_lib = _extension('dp', f'dp={s.dp!r}')
+    dp_lib = _extension('dp', f'dp={s.dp!r}' if s.dp != 'none' else 'a DP aggregator')
     dp_lib.attach_mechanism(factory, dp_lib.mechanism_of(dp_factory))
   return factory
 

@@ -9,3 +9,5 @@ from tff_lab.algorithms.optimizers import optimizer_names
 from tff_lab.algorithms.registry import ALGORITHMS
 from tff_lab.algorithms.registry import check_algorithm
 from tff_lab.algorithms.registry import create_learning_process
+from tff_lab.algorithms.spec import AlgorithmSpec
+from tff_lab.algorithms.spec import register

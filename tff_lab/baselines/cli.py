@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from tff_lab import baselines
+from tff_lab import plugins
 from tff_lab.flags import common_flags
 
 _QUICK = flags.DEFINE_bool('quick', False, 'The shrunken grid (few rounds and seeds) used in CI.')
@@ -28,6 +29,7 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None,
                                   'reproductions/<paper>[_quick]).')
 _CLAIMS = flags.DEFINE_list('claims', [], 'Check only these claims (default: all).')
 _PROGRESS = common_flags.define_progress_flag()
+plugins.define_plugin_flag()  # modules imported first (registering tasks, algorithms, aggregators)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -69,4 +71,5 @@ def main(argv) -> None:
 
 def run_app() -> None:
   """Console script `tff-lab-reproduce`."""
+  plugins.load_from_argv()
   app.run(main)

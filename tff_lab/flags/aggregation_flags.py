@@ -5,6 +5,12 @@ One flag per setting, same name and default (`--aggregator`, `--trim_fraction`, 
 `--secure_aggregation`, `--secagg_threshold`, `--secagg_active`, ...). Names are strings, not
 enums, so a bad one gets the one-line error of `validate_aggregation_settings` rather than absl's
 usage dump.
+
+A registered aggregator (`tff_lab.aggregators.register`) gets `--<name>_<option>` flags from its
+factory builder's signature, as tasks do; `define_aggregation_flags()` defines those of the
+aggregators registered since its last call (a console script calls it again after importing its
+`--plugin` modules). With `--aggregator=<name>` its options, defaults included, are the setting
+`aggregator_options`; setting another aggregator's flag is refused.
 """
 
 import dataclasses
@@ -13,10 +19,14 @@ from typing import Any
 
 from absl import flags
 
+from tff_lab.aggregators import registry
 from tff_lab.aggregators import stack
+from tff_lab.flags import task_flags
 
-# Settings that are derived, not flags.
-DERIVED = ('clients_per_round', 'num_dropped')
+# Settings that are derived, not flags (`aggregator_options` are the registered aggregator's flags).
+DERIVED = ('clients_per_round', 'num_dropped', 'aggregator_options')
+_DEFINED: set[str] = set()  # registered aggregators whose flags this process has defined
+_SETTINGS_DEFINED = []  # non-empty once the settings' flags are defined
 
 _HELP = {
     'aggregator': 'How the server combines updates: mean|median|trimmed_mean|geometric_median|'
@@ -62,13 +72,48 @@ def setting_type(field: dataclasses.Field) -> type:
 
 
 def define_aggregation_flags() -> None:
+  """Defines the settings' flags (once), and those of aggregators registered since."""
   define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
             str: flags.DEFINE_string}
-  for field in setting_fields():
-    define[setting_type(field)](field.name, field.default, _HELP.get(field.name, field.name))
+  if not _SETTINGS_DEFINED:
+    for field in setting_fields():
+      help_text = _HELP.get(field.name, field.name)
+      if field.name == 'aggregator':
+        help_text += ' Or an aggregator registered with tff_lab.aggregators.register (--plugin).'
+      define[setting_type(field)](field.name, field.default, help_text)
+    _SETTINGS_DEFINED.append(True)
+  for name in registry.names():
+    if name not in _DEFINED:
+      task_flags.define_option_flags(name, registry.option_specs(name), f'Aggregator {name}')
+      _DEFINED.add(name)
+
+
+def _option_flag(name: str, option: str) -> str:
+  return f'{name}_{option}'
 
 
 def aggregation_from_flags() -> dict[str, Any]:
-  """The aggregation settings that differ from their defaults (for ExperimentConfig)."""
-  return {f.name: flags.FLAGS[f.name].value for f in setting_fields()
-          if flags.FLAGS[f.name].value != f.default}
+  """The aggregation settings that differ from their defaults (for ExperimentConfig).
+
+  With a registered `--aggregator`, also `aggregator_options`: all of its options.
+
+  Raises:
+    ValueError: If another registered aggregator's flag was set on the command line.
+  """
+  settings = {f.name: flags.FLAGS[f.name].value for f in setting_fields()
+              if flags.FLAGS[f.name].value != f.default}
+  chosen = flags.FLAGS['aggregator'].value
+  for name in registry.names():
+    flag_names = [_option_flag(name, o) for o in registry.option_specs(name)]
+    if name == chosen:
+      missing = [f for f in flag_names if f not in flags.FLAGS]
+      if missing:
+        raise ValueError(f'aggregator {name!r} was registered after its flags were defined (no '
+                         f'--{missing[0]}): register it in a --plugin module')
+      settings['aggregator_options'] = {o: flags.FLAGS[f].value for o, f in
+                                        zip(registry.option_specs(name), flag_names)}
+      continue
+    for flag in flag_names:
+      if flag in flags.FLAGS and flags.FLAGS[flag].present:
+        raise ValueError(f'--{flag} is set but --aggregator={chosen}')
+  return settings

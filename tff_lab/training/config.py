@@ -19,10 +19,14 @@ import shutil
 from typing import Any, Optional
 
 from tff_lab import aggregators
-from tff_lab import faults as faults_lib
-from tff_lab import runtime
+from tff_lab.aggregators import registry as aggregators_registry
+# Before faults: faults.simulation -> algorithms -> scaffold -> simulation.plan -> faults is a
+# cycle that only resolves when the algorithms are imported first.
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab import faults as faults_lib
+from tff_lab import plugins as plugins_lib
+from tff_lab import runtime
 from tff_lab.privacy import release as release_lib
 from tff_lab.simulation import backends
 from tff_lab.simulation import sampling as sampling_lib
@@ -78,6 +82,9 @@ class ExperimentConfig:
     max_concurrent_clients: Client computations run in parallel by the runtime (-1: no limit).
     overwrite: Delete an existing experiment directory instead of resuming from it.
     progress: Show a tqdm progress bar.
+    plugins: Modules imported before anything else (`--plugin`, `tff_lab.plugins`), whose
+      registrations (tasks, algorithms, aggregators) the run may use. Recorded in config.json;
+      resuming with other plugins is refused.
   """
 
   task: str = 'digits'
@@ -116,6 +123,7 @@ class ExperimentConfig:
   max_concurrent_clients: int = -1
   overwrite: bool = False
   progress: bool = True
+  plugins: tuple = ()
 
   @property
   def faults(self) -> faults_lib.FaultConfig:
@@ -138,6 +146,11 @@ class ExperimentConfig:
 
   def validate(self) -> None:
     """Checks every setting that needs no data. Raises ConfigError naming the first problem."""
+    try:  # first: what they register is what the other settings name
+      plugins_lib.load(self.plugins)
+    except plugins_lib.PluginError as e:
+      raise ConfigError(str(e)) from None
+    check_saved_plugins(self)
     try:
       known = tasks_registry.task_options(self.task)  # raises for an unknown task
       algorithms_registry.check_algorithm(self.algorithm)
@@ -194,6 +207,7 @@ class ExperimentConfig:
                         f'{sorted(set(self.aggregation) - set(known))}') from None
     except ValueError as e:
       raise ConfigError(str(e)) from None
+    self._check_registered_aggregator(spec)
     _require(self.dp_metrics in release_lib.MODES,
              f'unknown dp_metrics {self.dp_metrics!r}; choose one of {list(release_lib.MODES)}')
     _require(self.client_sampling in sampling_lib.SCHEMES,
@@ -222,6 +236,22 @@ class ExperimentConfig:
              f'experiment_name must be a non-empty name without {os.sep!r}, '
              f'got {self.experiment_name!r}')
 
+  def _check_registered_aggregator(self, spec) -> None:
+    """Builds a registered aggregator's factory (no tracing) to check its options and that it is
+    of the kind the algorithm needs (weighted or not), before anything is written."""
+    name = self.aggregation.get('aggregator', 'mean')
+    if not aggregators_registry.is_registered(name):
+      return
+    if spec.build_runner is not None:  # as loop.check_model_aggregator: its own rounds
+      raise ConfigError(f'--algorithm={self.algorithm} aggregates with its own rounds and cannot '
+                        f'run --aggregator={name}')
+    from tff_lab.training import loop  # pylint: disable=g-import-not-at-top  (loop imports us)
+    try:
+      aggregators_registry.build(name, loop.needs_weighted_aggregator(self),
+                                 self.aggregation.get('aggregator_options'))
+    except ValueError as e:
+      raise ConfigError(f'{e} (--algorithm={self.algorithm})') from None
+
   def validate_against_task(self, num_train_clients: int, prediction_kind: str) -> None:
     """Checks the settings that depend on the task (still before any tracing)."""
     _require(self.clients_per_round <= num_train_clients,
@@ -239,7 +269,33 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _comparable(config: dict) -> dict:
+  config = dict({'plugins': []}, **config)  # a config.json from before plugins had none
   return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
+
+
+def check_saved_plugins(config: ExperimentConfig) -> None:
+  """Refuses, in one line, to resume a run made with other `--plugin` modules (read-only).
+
+  Checked before anything the plugins register is looked up, so that re-running without a
+  plugin names the plugin rather than its unknown task or aggregator. Without a (readable)
+  config.json, or with `overwrite`, there is nothing to check here.
+  """
+  if config.overwrite:
+    return
+  try:
+    with open(os.path.join(config.experiment_dir, 'config.json'), encoding='utf-8') as f:
+      saved = json.load(f)
+  except (OSError, ValueError):  # no run yet; a damaged file is prepare_experiment_dir's to report
+    return
+  if not isinstance(saved, dict):
+    return
+  old, new = list(saved.get('plugins') or []), list(config.plugins)
+  if old != new:
+    hint = ' '.join(f'--plugin={p}' for p in old) or 'no --plugin'
+    raise ConfigError(
+        f'experiment directory {config.experiment_dir!r} holds a run with other plugins '
+        f'(plugins: saved {old!r}, given {new!r}). To resume it, re-run with {hint}; to start '
+        'over pass --overwrite; or choose another --experiment_name.')
 
 
 def prepare_experiment_dir(config: ExperimentConfig) -> str:
