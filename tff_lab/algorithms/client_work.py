@@ -39,20 +39,12 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_lab.algorithms import spec as spec_lib
+from tff_lab.faults import simulation as faults_lib
 from tff_lab.tasks import task as task_lib
 
-ATTACK_KINDS = collections.OrderedDict(none=0, sign_flip=1, scale=2, gaussian=3)
-
-
-def attack_spec(kind: str = 'none', scale: float = 1.0, seed: int = 0) -> tf.data.Dataset:
-  """The per-client attack input of a `with_attacks` client work: a one-element dataset.
-
-  (TFF requires client-placed inputs of a client work to be sequences, hence the dataset.)
-  """
-  if kind not in ATTACK_KINDS:
-    raise ValueError(f'unknown attack {kind!r}; choose one of {list(ATTACK_KINDS)}')
-  return tf.data.Dataset.from_tensors(collections.OrderedDict(
-      kind=np.int32(ATTACK_KINDS[kind]), scale=np.float32(scale), seed=np.int32(seed)))
+# The attack input's encoding lives with the fault simulation that plans it (tff_lab.faults).
+ATTACK_KINDS = faults_lib.ATTACK_KINDS
+attack_spec = faults_lib.attack_spec
 
 
 def _apply_attack(delta, attack):

@@ -30,12 +30,26 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tff_lab.algorithms import client_work as client_work_lib
 from tff_lab.tasks import task as task_lib
 
 ATTACKS = ('sign_flip', 'scale', 'gaussian', 'label_flip')
 # Prediction kinds (tff_lab.metrics.accuracy) whose labels `flip_labels` knows how to flip.
 LABEL_FLIP_KINDS = ('sparse_categorical', 'sign', 'binary')
+
+
+# Update attacks as the client work encodes them (tff_lab.algorithms.client_work applies them).
+ATTACK_KINDS = collections.OrderedDict(none=0, sign_flip=1, scale=2, gaussian=3)
+
+
+def attack_spec(kind: str = 'none', scale: float = 1.0, seed: int = 0) -> tf.data.Dataset:
+  """The per-client attack input of a `with_attacks` client work: a one-element dataset.
+
+  (TFF requires client-placed inputs of a client work to be sequences, hence the dataset.)
+  """
+  if kind not in ATTACK_KINDS:
+    raise ValueError(f'unknown attack {kind!r}; choose one of {list(ATTACK_KINDS)}')
+  return tf.data.Dataset.from_tensors(collections.OrderedDict(
+      kind=np.int32(ATTACK_KINDS[kind]), scale=np.float32(scale), seed=np.int32(seed)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +160,7 @@ class ClientPlan:
     shuffle_seed: Its tf.data shuffle seed this round.
     train_spec: Its local work (the task's ClientSpec, reduced for a straggler).
     flip_labels: A label-flipping Byzantine client.
-    attack: `client_work.attack_spec(...)` when the run simulates update attacks, else None.
+    attack: `attack_spec(...)` when the run simulates update attacks, else None.
   """
 
   client_id: str
@@ -183,7 +197,7 @@ def plan_client_inputs(task: task_lib.Task, sampled: Sequence[str], roles: Round
     attack = None
     if config.update_attacks:
       attack_seed = int(_rng(seed, round_num, 2 + position).integers(2**31 - 1))
-      attack = client_work_lib.attack_spec(config.attack if cid in byzantine else 'none',
+      attack = attack_spec(config.attack if cid in byzantine else 'none',
                                            config.attack_scale, attack_seed)
     plans.append(ClientPlan(
         client_id=cid, shuffle_seed=shuffle_seed_fn(position), train_spec=spec,
