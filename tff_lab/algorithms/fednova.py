@@ -36,8 +36,8 @@ paper's weights are `FedNovaRounds(..., weighting='dataset_size')` (|D_i| = the 
 size, whatever part of it the round used; tested against NumPy too).
 
 How it runs here: like SCAFFOLD (`tff_lab.algorithms.scaffold`), a round is one TFF call
-(`build_client_phase`: broadcast, then each client's local SGD in client-placed TensorFlow,
-returning its delta x − y_i, τ_i, n_i and metric sums, in the clients' order), then the
+(`tff_lab.algorithms.client_phase`: broadcast, then each client's local SGD in client-placed
+TensorFlow, returning its delta x − y_i, τ_i, n_i and metric sums, in the clients' order), then the
 normalised average above in NumPy and the server step every backend shares
 (`tff_lab.simulation.server`). Why a runner rather than a TFF learning process: the server's
 update needs every client's τ_i next to its delta (τ_eff is a second weighted mean), which TFF's
@@ -60,70 +60,15 @@ import collections
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_lab.algorithms import client_phase as client_phase_lib
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import spec as spec_lib
-from tff_lab.metrics import accuracy as accuracy_lib
 from tff_lab.simulation import plan as plan_lib
 from tff_lab.simulation import server as server_lib
 from tff_lab.tasks import task as task_lib
-
-
-def _client_update_fn(task: task_lib.Task, learning_rate: float):
-  """The client's τ_i plain SGD steps, as a `tf.function` over a TFF model."""
-  model = task.tff_model_fn()
-  kind = task.prediction_kind
-
-  @tf.function
-  def client_update(initial_weights, data):
-    weights = tff.learning.models.ModelWeights.from_model(model)
-    tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
-    trainable = tuple(tf.nest.flatten(weights.trainable))
-    anchor = tuple(tf.nest.flatten(initial_weights.trainable))
-
-    def step(totals, batch):
-      num_examples, num_steps, loss_sum, correct = totals
-      with tf.GradientTape() as tape:
-        output = model.forward_pass(batch, training=True)
-      grads = tape.gradient(output.loss, trainable,
-                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      direction = spec_lib.PLAIN_SGD.gradient(grads, trainable, anchor, {})
-      for var, d in zip(trainable, direction):
-        var.assign_sub(learning_rate * d)
-      n = tf.cast(output.num_examples, tf.float32)
-      hits = tf.reduce_sum(accuracy_lib.correct_predictions(kind, batch['y'], output.predictions))
-      return (num_examples + tf.cast(output.num_examples, tf.int64), num_steps + 1,
-              loss_sum + tf.cast(output.loss, tf.float32) * n, correct + hits)
-
-    totals = data.reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64),
-                          tf.constant(0.0), tf.constant(0.0)), step)
-    delta = [a - b for a, b in zip(anchor, trainable)]  # x − y_i, TFF's update convention
-    return collections.OrderedDict(delta=delta, num_examples=totals[0], num_steps=totals[1],
-                                   loss_sum=totals[2], correct=totals[3])
-
-  return client_update
-
-
-def build_client_phase(task: task_lib.Task, learning_rate: float):
-  """One TFF call: broadcast x, then every client's local SGD; per-client results."""
-  with tf.Graph().as_default():
-    model = task.tff_model_fn()
-  weights_type = tff.learning.models.weights_type_from_model(model)
-  dataset_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
-
-  @tff.tensorflow.computation(weights_type, dataset_type)
-  def client_update(weights, data):
-    return _client_update_fn(task, learning_rate)(weights, data)
-
-  @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER),
-                             tff.FederatedType(dataset_type, tff.CLIENTS))
-  def client_phase(weights, datasets):
-    return tff.federated_map(client_update, (tff.federated_broadcast(weights), datasets))
-
-  return client_phase
 
 
 def normalized_update(deltas, steps, weights):
@@ -170,7 +115,8 @@ class FedNovaRounds:
     self._task = task
     self._dataset_sizes = {}
     self._server_optimizer = server_optimizer
-    self._client_phase = build_client_phase(task, float(client_learning_rate))
+    self._client_phase = client_phase_lib.build_client_phase(
+        task, float(client_learning_rate), spec_lib.PLAIN_SGD)
     self._datasets = plan_lib.PlanDatasets(task)
 
   def _dataset_size(self, client_id: str) -> int:

@@ -17,9 +17,9 @@ paper's step; another server optimiser gives SCAFFOLD with that server update.
 
 How it runs here: each client's c_i lives in the engine's client store
 (`tff_lab.simulation.client_store`), and c in the store's server part; checkpoints carry both,
-so resume is exact. A round is one TFF call (`build_client_phase`: broadcast, then each client's
-K corrected SGD steps in client-placed TensorFlow, returning its Δy, K and metric sums, which
-TFF 0.87 hands back to Python as a list in the clients' order), then the control-variate
+so resume is exact. A round is one TFF call (`tff_lab.algorithms.client_phase`: broadcast, then
+each client's K corrected SGD steps in client-placed TensorFlow, returning its Δy, K and metric
+sums, which TFF 0.87 hands back to Python as a list in the clients' order), then the control-variate
 arithmetic above in NumPy and the server step every backend shares
 (`tff_lab.simulation.server`). The local step, g + (c − c_i), is `SCAFFOLD_STEP` (a
 `tff_lab.algorithms.spec.LocalStep`). A client with no batch, or whose update is not finite,
@@ -34,13 +34,12 @@ import collections
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_lab.algorithms import client_phase as client_phase_lib
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import spec as spec_lib
-from tff_lab.metrics import accuracy as accuracy_lib
 from tff_lab.simulation import client_store as client_store_lib
 from tff_lab.simulation import plan as plan_lib
 from tff_lab.simulation import server as server_lib
@@ -54,64 +53,6 @@ def scaffold_gradient(grads, weights, anchor, hparams, aux=None):
 
 
 SCAFFOLD_STEP = spec_lib.LocalStep(scaffold_gradient)
-
-
-def _client_update_fn(task: task_lib.Task, learning_rate: float):
-  """The client's K corrected SGD steps, as a `tf.function` over a TFF model."""
-  model = task.tff_model_fn()
-  kind = task.prediction_kind
-
-  @tf.function
-  def client_update(initial_weights, data, correction):
-    weights = tff.learning.models.ModelWeights.from_model(model)
-    tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
-    trainable = tuple(tf.nest.flatten(weights.trainable))
-    anchor = tuple(tf.nest.flatten(initial_weights.trainable))
-    aux = {'correction': tuple(tf.nest.flatten(correction))}
-
-    def step(totals, batch):
-      num_examples, num_steps, loss_sum, correct = totals
-      with tf.GradientTape() as tape:
-        output = model.forward_pass(batch, training=True)
-      grads = tape.gradient(output.loss, trainable,
-                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      direction = SCAFFOLD_STEP.gradient(grads, trainable, anchor, {}, aux=aux)
-      for var, d in zip(trainable, direction):
-        var.assign_sub(learning_rate * d)
-      n = tf.cast(output.num_examples, tf.float32)
-      hits = tf.reduce_sum(accuracy_lib.correct_predictions(kind, batch['y'], output.predictions))
-      return (num_examples + tf.cast(output.num_examples, tf.int64), num_steps + 1,
-              loss_sum + tf.cast(output.loss, tf.float32) * n, correct + hits)
-
-    totals = data.reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64),
-                          tf.constant(0.0), tf.constant(0.0)), step)
-    delta = [a - b for a, b in zip(anchor, trainable)]  # x − y, TFF's update convention
-    return collections.OrderedDict(delta=delta, num_examples=totals[0], num_steps=totals[1],
-                                   loss_sum=totals[2], correct=totals[3])
-
-  return client_update
-
-
-def build_client_phase(task: task_lib.Task, learning_rate: float):
-  """One TFF call: broadcast x, then every client's corrected local SGD; per-client results."""
-  with tf.Graph().as_default():
-    model = task.tff_model_fn()
-  weights_type = tff.learning.models.weights_type_from_model(model)
-  dataset_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
-  client_input_type = tff.StructWithPythonType(
-      [('data', dataset_type), ('correction', weights_type.trainable)], collections.OrderedDict)
-
-  @tff.tensorflow.computation(weights_type, client_input_type)
-  def client_update(weights, client_input):
-    return _client_update_fn(task, learning_rate)(weights, client_input['data'],
-                                                  client_input['correction'])
-
-  @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER),
-                             tff.FederatedType(client_input_type, tff.CLIENTS))
-  def client_phase(weights, client_inputs):
-    return tff.federated_map(client_update, (tff.federated_broadcast(weights), client_inputs))
-
-  return client_phase
 
 
 def initial_store(task: task_lib.Task) -> client_store_lib.ClientStore:
@@ -146,7 +87,8 @@ class ScaffoldRounds:
     self._server_optimizer = server_optimizer
     self.store = store
     self._population = population
-    self._client_phase = build_client_phase(task, self._lr)
+    self._client_phase = client_phase_lib.build_client_phase(task, self._lr, SCAFFOLD_STEP,
+                                                            with_correction=True)
     self._datasets = plan_lib.PlanDatasets(task)
 
   def next(self, state: Any, plan) -> tff.learning.templates.LearningProcessOutput:

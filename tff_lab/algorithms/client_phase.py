@@ -1,0 +1,102 @@
+"""One TFF call that trains every client of a round and hands each client's result back to Python.
+
+Algorithms whose server step needs per-client quantities (SCAFFOLD's control variates, FedNova's
+local step counts) cannot use `process.next`, which returns only aggregates. Their runners call
+`build_client_phase(...)` instead: it broadcasts the global weights and runs, in client-placed
+TensorFlow, each client's local SGD with the algorithm's `LocalStep` (`tff_lab.algorithms.spec`),
+returning per client
+
+    OrderedDict(delta=x − y (TFF's update convention, one array per trainable variable),
+                num_examples, num_steps, loss_sum, correct)
+
+which TFF 0.87's execution context hands to Python as a list in the clients' order (as
+`tff_lab.algorithms.secure_rounds` relies on too). The runner then does its arithmetic in NumPy
+and applies the server step every backend shares (`tff_lab.simulation.server`).
+
+With `with_correction`, each client's input is `OrderedDict(data=<dataset>, correction=<arrays
+shaped like the trainable weights>)`, and the local step reads the correction as
+`aux['correction']` (SCAFFOLD's c − c_i); otherwise it is the dataset alone.
+"""
+
+import collections
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_lab.algorithms import spec as spec_lib
+from tff_lab.metrics import accuracy as accuracy_lib
+from tff_lab.tasks import task as task_lib
+
+
+def _client_update_fn(task: task_lib.Task, learning_rate: float, local_step: spec_lib.LocalStep):
+  """A client's local SGD steps over its dataset, as a `tf.function` over a TFF model."""
+  model = task.tff_model_fn()
+  kind = task.prediction_kind
+
+  @tf.function
+  def client_update(initial_weights, data, correction=None):
+    weights = tff.learning.models.ModelWeights.from_model(model)
+    tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
+    trainable = tuple(tf.nest.flatten(weights.trainable))
+    anchor = tuple(tf.nest.flatten(initial_weights.trainable))
+    aux = None if correction is None else {'correction': tuple(tf.nest.flatten(correction))}
+
+    def step(totals, batch):
+      num_examples, num_steps, loss_sum, correct = totals
+      with tf.GradientTape() as tape:
+        output = model.forward_pass(batch, training=True)
+      grads = tape.gradient(output.loss, trainable,
+                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      direction = local_step.gradient(grads, trainable, anchor, {}, aux=aux)
+      for var, d in zip(trainable, direction):
+        var.assign_sub(learning_rate * d)
+      n = tf.cast(output.num_examples, tf.float32)
+      hits = tf.reduce_sum(accuracy_lib.correct_predictions(kind, batch['y'], output.predictions))
+      return (num_examples + tf.cast(output.num_examples, tf.int64), num_steps + 1,
+              loss_sum + tf.cast(output.loss, tf.float32) * n, correct + hits)
+
+    totals = data.reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64),
+                          tf.constant(0.0), tf.constant(0.0)), step)
+    delta = [a - b for a, b in zip(anchor, trainable)]  # x − y, TFF's update convention
+    return collections.OrderedDict(delta=delta, num_examples=totals[0], num_steps=totals[1],
+                                   loss_sum=totals[2], correct=totals[3])
+
+  return client_update
+
+
+def build_client_phase(task: task_lib.Task, learning_rate: float,
+                       local_step: spec_lib.LocalStep, with_correction: bool = False):
+  """The round's client phase (see the module docstring): `(weights, client_inputs) -> list`.
+
+  Args:
+    task: The task trained.
+    learning_rate: η_l of the clients' SGD.
+    local_step: The algorithm's local step.
+    with_correction: Clients take `OrderedDict(data=, correction=)` (see the module docstring).
+  """
+  with tf.Graph().as_default():
+    model = task.tff_model_fn()
+  weights_type = tff.learning.models.weights_type_from_model(model)
+  dataset_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+  learning_rate = float(learning_rate)
+  if with_correction:
+    input_type = tff.StructWithPythonType(
+        [('data', dataset_type), ('correction', weights_type.trainable)], collections.OrderedDict)
+
+    @tff.tensorflow.computation(weights_type, input_type)
+    def client_update(weights, client_input):
+      return _client_update_fn(task, learning_rate, local_step)(
+          weights, client_input['data'], client_input['correction'])
+  else:
+    input_type = dataset_type
+
+    @tff.tensorflow.computation(weights_type, input_type)
+    def client_update(weights, data):
+      return _client_update_fn(task, learning_rate, local_step)(weights, data)
+
+  @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER),
+                             tff.FederatedType(input_type, tff.CLIENTS))
+  def client_phase(weights, client_inputs):
+    return tff.federated_map(client_update, (tff.federated_broadcast(weights), client_inputs))
+
+  return client_phase
