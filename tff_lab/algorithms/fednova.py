@@ -148,16 +148,11 @@ class FedNovaRounds:
       update = [np.zeros_like(w) for w in state.global_model_weights.trainable]
       tau_eff = 0.0
     new_state, non_finite = server_lib.apply_server_update(self._server_optimizer, state, update)
-    metrics = collections.OrderedDict(
-        distributor=(),
-        client_work=collections.OrderedDict(
-            train=server_lib.train_metrics(*totals),
-            fednova=collections.OrderedDict(
-                contributing_clients=len(deltas), tau_eff=tau_eff,
-                min_local_steps=min(steps, default=0), max_local_steps=max(steps, default=0))),
-        aggregator=collections.OrderedDict(),
-        finalizer=collections.OrderedDict(update_non_finite=non_finite))
-    return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+    return server_lib.round_output(
+        new_state, non_finite, server_lib.train_metrics(*totals), collections.OrderedDict(
+            contributing_clients=len(deltas), tau_eff=tau_eff,
+            min_local_steps=min(steps, default=0), max_local_steps=max(steps, default=0)),
+        name='fednova')
 
   def close(self) -> None:
     pass

@@ -120,16 +120,10 @@ class ScaffoldRounds:
                                                            mean_delta)
     server_c_norm = float(np.sqrt(sum(np.sum(np.square(a))
                                       for a in self.store.server['control_variate'])))
-    metrics = collections.OrderedDict(
-        distributor=(),
-        client_work=collections.OrderedDict(
-            train=server_lib.train_metrics(*totals),
-            scaffold=collections.OrderedDict(
-                contributing_clients=len(deltas), clients_with_state=len(self.store),
-                server_control_variate_norm=server_c_norm)),
-        aggregator=collections.OrderedDict(),
-        finalizer=collections.OrderedDict(update_non_finite=non_finite))
-    return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+    return server_lib.round_output(
+        new_state, non_finite, server_lib.train_metrics(*totals), collections.OrderedDict(
+            contributing_clients=len(deltas), clients_with_state=len(self.store),
+            server_control_variate_norm=server_c_norm), name='scaffold')
 
   def close(self) -> None:
     pass

@@ -243,13 +243,8 @@ class VectorizedRounds:
     # The server step, exactly as TFF's `build_apply_optimizer_finalizer` (shared by backends).
     new_state, non_finite = server_lib.apply_server_update(self._server_optimizer, state,
                                                            mean_delta)
-    metrics = collections.OrderedDict(
-        distributor=(),
-        client_work=collections.OrderedDict(train=server_lib.train_metrics(
-            out['loss_sum'], out['correct'], out['num_examples'], out['num_batches'])),
-        aggregator=collections.OrderedDict(),
-        finalizer=collections.OrderedDict(update_non_finite=non_finite))
-    return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+    return server_lib.round_output(new_state, non_finite, server_lib.train_metrics(
+        out['loss_sum'], out['correct'], out['num_examples'], out['num_batches']))
 
   def close(self) -> None:
     self._session.close()

@@ -65,3 +65,24 @@ def train_metrics(loss_sum: float, correct: float, num_examples: float, num_batc
       num_examples=int(n), num_batches=int(num_batches))
   out.update(extra or {})
   return out
+
+
+def round_output(new_state: Any, non_finite: int, train: dict,
+                 algorithm_metrics: Optional[dict] = None, name: str = ''
+                 ) -> tff.learning.templates.LearningProcessOutput:
+  """A round's output with `process.next`'s metrics layout.
+
+  Args:
+    new_state: The state after the round (`apply_server_update`).
+    non_finite: `update_non_finite` of the server step.
+    train: `client_work/train` (`train_metrics`).
+    algorithm_metrics: The algorithm's own diagnostics, reported as `client_work/<name>/...`.
+    name: The algorithm's name, for those.
+  """
+  client_work = collections.OrderedDict(train=train)
+  if algorithm_metrics:
+    client_work[name] = collections.OrderedDict(algorithm_metrics)
+  metrics = collections.OrderedDict(
+      distributor=(), client_work=client_work, aggregator=collections.OrderedDict(),
+      finalizer=collections.OrderedDict(update_non_finite=non_finite))
+  return tff.learning.templates.LearningProcessOutput(new_state, metrics)
