@@ -9,6 +9,7 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
+from tff_lab.algorithms import ditto
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import fednova
 from tff_lab.algorithms import fedprox
@@ -20,6 +21,7 @@ from tff_lab.tasks import task as task_lib
 for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC, scaffold.SPEC,
               fednova.SPEC):
   spec_lib.register(_spec)
+spec_lib.register(ditto.SPEC)
 
 # The built-in algorithms; `spec.names()` also lists those registered later.
 ALGORITHMS = spec_lib.names()
