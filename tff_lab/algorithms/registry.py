@@ -11,6 +11,7 @@ import tensorflow_federated as tff
 
 from tff_lab.algorithms import ditto
 from tff_lab.algorithms import fedavg
+from tff_lab.algorithms import feddyn
 from tff_lab.algorithms import fednova
 from tff_lab.algorithms import fedprox
 from tff_lab.algorithms import fedsgd
@@ -19,7 +20,7 @@ from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
 
 for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC, scaffold.SPEC,
-              fednova.SPEC):
+              fednova.SPEC, feddyn.SPEC):
   spec_lib.register(_spec)
 spec_lib.register(ditto.SPEC)
 
