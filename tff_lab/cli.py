@@ -3,7 +3,8 @@
 `tff-lab-run` (also `python experiments/run_experiment.py`) runs one federated training
 experiment from absl flags. Flags map one-to-one onto `tff_lab.training.ExperimentConfig`; task
 options come from `--<task>_<option>` flags and optimiser settings from `--client_*`/`--server_*`
-flags, both generated from builder signatures (`tff_lab.flags`).
+flags, both generated from builder signatures, and algorithm hyperparameters from `--<name>` flags
+generated from the algorithm specs (`tff_lab.flags`).
 
 `--plugin=my_package.my_module` (repeatable) imports a module of yours before the flags are
 parsed (`tff_lab.plugins`): the tasks, algorithms and aggregators it registers get their flags
@@ -25,6 +26,7 @@ from absl import logging
 from tff_lab import plugins
 from tff_lab import runtime
 from tff_lab.flags import aggregation_flags
+from tff_lab.flags import algorithm_flags
 from tff_lab.flags import common_flags
 from tff_lab.privacy import secagg
 from tff_lab.flags import optimizer_flags
@@ -39,7 +41,6 @@ _ALGORITHM = flags.DEFINE_string(
     'algorithm', _DEFAULTS.algorithm,
     f'One of {", ".join(algorithms_registry.names())} (tff_lab/algorithms/spec.py). FedOpt is '
     'fedavg with a non-SGD --server_optimizer.')
-_MU = flags.DEFINE_float('mu', _DEFAULTS.mu, 'FedProx proximal strength (algorithm=fedprox).')
 _ROUNDS = flags.DEFINE_integer('rounds', _DEFAULTS.rounds, 'Number of federated rounds.')
 _CLIENTS_PER_ROUND = flags.DEFINE_integer('clients_per_round', _DEFAULTS.clients_per_round,
                                           'Clients sampled per round.')
@@ -101,6 +102,7 @@ _PROGRESS = common_flags.define_progress_flag()
 _PLUGIN = plugins.define_plugin_flag()
 
 aggregation_flags.define_aggregation_flags()
+algorithm_flags.define_algorithm_flags()
 optimizer_flags.define_optimizer_flags('client', default_learning_rate=0.1)
 optimizer_flags.define_optimizer_flags('server', default_learning_rate=1.0)
 task_flags.define_task_flags()
@@ -116,7 +118,8 @@ def config_from_flags() -> config_lib.ExperimentConfig:
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
   return config_lib.ExperimentConfig(
-      task=_TASK.value, task_options=task_options, algorithm=_ALGORITHM.value, mu=_MU.value,
+      task=_TASK.value, task_options=task_options, algorithm=_ALGORITHM.value,
+      algorithm_hparams=algorithm_flags.algorithm_hparams_from_flags(),
       rounds=_ROUNDS.value, clients_per_round=_CLIENTS_PER_ROUND.value,
       client_epochs=_CLIENT_EPOCHS.value, client_batch_size=_CLIENT_BATCH_SIZE.value,
       client_max_elements=_CLIENT_MAX_ELEMENTS.value,
@@ -151,6 +154,7 @@ def load_plugins(argv=None) -> tuple[str, ...]:
   try:
     task_flags.define_task_flags()
     aggregation_flags.define_aggregation_flags()
+    algorithm_flags.define_algorithm_flags()
   except flags.Error as e:  # e.g. DuplicateFlagError: a registered option's flag exists
     print(f'error: --plugin: {" ".join(str(e).split())}', file=sys.stderr)
     sys.exit(2)

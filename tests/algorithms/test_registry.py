@@ -15,8 +15,8 @@ def test_each_algorithm_builds_a_learning_process(name):
   if stateful:  # its rounds run through its own runner: the process serves the state's structure
     with pytest.raises(ValueError, match='its own runner'):
       algorithms.create_learning_process(*args)
-  process = algorithms.create_learning_process(*args, mu=0.1 if name == 'fedprox' else 0.0,
-                                               state_only=stateful)
+  process = algorithms.create_learning_process(
+      *args, hparams={'mu': 0.1} if name == 'fedprox' else None, state_only=stateful)
   state = process.initialize()
   assert process.get_model_weights(state).trainable[0].shape == (2, 1)
 

@@ -22,6 +22,10 @@ from tff_lab.training import loop
 N = 5  # clients per round
 
 
+def _hparams(algorithm, mu):
+  return {'mu': mu} if algorithm == 'fedprox' else None
+
+
 def _build(task, algorithm, server=('sgd', 1.0), mu=0.0, with_attacks=False, **settings):
   """The plain TFF process and the secure runner for the same settings."""
   client_opt = algorithms.create_optimizer('sgd', 0.05)
@@ -29,12 +33,13 @@ def _build(task, algorithm, server=('sgd', 1.0), mu=0.0, with_attacks=False, **s
   plain = aggregators.create_aggregator(weighted=algorithm != 'fedavg_unweighted',
                                         clients_per_round=N,
                                         **aggregators.without_secure_aggregation(settings))
-  process = algorithms.create_learning_process(algorithm, task, client_opt, server_opt, mu=mu,
+  process = algorithms.create_learning_process(algorithm, task, client_opt, server_opt,
+                                               hparams=_hparams(algorithm, mu),
                                                model_aggregator=plain, with_attacks=with_attacks)
   runner = secure_rounds.SecureAggregationRounds(
       task, algorithm, client_opt, server_opt,
       aggregators.AggregationSettings(secure_aggregation=True, clients_per_round=N, **settings),
-      mu=mu, with_attacks=with_attacks)
+      hparams=_hparams(algorithm, mu), with_attacks=with_attacks)
   state = process.set_model_weights(process.initialize(), loop.initial_model_weights(task, 0))
   return process, runner, state
 

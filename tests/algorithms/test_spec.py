@@ -64,6 +64,6 @@ def test_validation_asks_the_spec_not_the_name():
     with pytest.raises(config_lib.ConfigError, match='not fedsgd_clone'):
       config_lib.ExperimentConfig(algorithm='fedsgd_clone', simulation='fused').validate()
     with pytest.raises(config_lib.ConfigError, match='only applies to --algorithm=fedprox'):
-      config_lib.ExperimentConfig(algorithm='fedsgd_clone', mu=0.1).validate()
+      config_lib.ExperimentConfig(algorithm='fedsgd_clone', algorithm_hparams={'mu': 0.1}).validate()
   finally:
     del spec_lib._SPECS['fedsgd_clone']  # pylint: disable=protected-access

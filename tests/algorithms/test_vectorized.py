@@ -31,14 +31,15 @@ def test_every_algorithm_the_in_graph_backends_run_is_compared_with_tff():
 def test_rounds_match_tff_path(name, mu, server, client_loop):
   # Uneven clients (Dirichlet sizes), short last batches, two epochs, stragglers with fewer
   # steps and label-flipping attackers: everything the padding, masks and packing must get right.
+  hparams = {'mu': mu} if name == 'fedprox' else None
   tf.random.set_seed(0)
   task = tasks.create_task('digits', {'model': 'mlp', 'num_clients': 12, 'seed': 1})
   task = task.with_train_spec(batch_size=16, num_epochs=2)
   server_opt = algorithms.create_optimizer(*server)
   process = algorithms.create_learning_process(
-      name, task, algorithms.create_optimizer('sgd', 0.05), server_opt, mu=mu)
+      name, task, algorithms.create_optimizer('sgd', 0.05), server_opt, hparams=hparams)
   spec = registry.get(name)
-  rounds = vectorized.VectorizedRounds(task, 0.05, server_opt, mu=mu, weighted=spec.weighted,
+  rounds = vectorized.VectorizedRounds(task, 0.05, server_opt, hparams=hparams, weighted=spec.weighted,
                                        client_loop=client_loop, local_step=spec.local_step)
   fault_config = faults.FaultConfig(straggler_fraction=0.3, dropout_fraction=0.1,
                                     byzantine_fraction=0.2, attack='label_flip')

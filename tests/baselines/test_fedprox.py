@@ -27,7 +27,8 @@ def test_full_grid_has_the_papers_settings():
       assert (c.algorithm, c.dropout_fraction, c.straggler_fraction) == ('fedavg', fraction, 0)
     else:  # keeps their partial work
       assert (c.algorithm, c.dropout_fraction, c.straggler_fraction) == ('fedprox', 0, fraction)
-      assert c.mu == {'fedprox_mu0': 0.0, 'fedprox_mu1': 1.0}[r.labels['method']]
+      assert c.algorithm_hparams.get('mu', 0.0) == {'fedprox_mu0': 0.0, 'fedprox_mu1': 1.0}[
+          r.labels['method']]
   per_setting = collections.Counter((r.labels['dataset'], r.labels['method'],
                                      r.labels['stragglers']) for r in runs)
   assert set(per_setting.values()) == {10}  # every method on the same 10 seeds: paired

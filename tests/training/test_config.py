@@ -21,7 +21,11 @@ def _config(tmp_path, **kw):
     ({'clients_per_round': -1}, 'clients_per_round must be positive'),
     ({'checkpoint_every': 0}, 'checkpoint_every must be positive'),
     ({'client_max_elements': 0}, 'client_max_elements must be positive'),
-    ({'algorithm': 'fedprox', 'mu': -1.0}, 'mu must be >= 0'),
+    ({'algorithm': 'fedprox', 'algorithm_hparams': {'mu': -1.0}}, 'mu must be >= 0'),
+    ({'algorithm': 'fedprox', 'algorithm_hparams': {'mu': 'big'}}, 'mu must be a finite number'),
+    ({'algorithm': 'fedprox', 'algorithm_hparams': {'nu': 1.0}}, r"has no hyperparameter\(s\) \['nu'\]"),
+    ({'algorithm': 'fedavg', 'algorithm_hparams': {'mu': 1.0}}, 'mu only applies to --algorithm=fedprox'),
+    ({'algorithm_hparams': ['mu']}, 'algorithm_hparams must be a dict'),
     ({'experiment_name': ''}, 'experiment_name'),
 ])
 def test_invalid_settings(tmp_path, kw, match):
@@ -80,6 +84,24 @@ def test_a_config_json_from_before_plugins_resumes(tmp_path):
   path.write_text(json.dumps(saved))
   _config(tmp_path).validate()
   config_lib.prepare_experiment_dir(_config(tmp_path))
+
+
+@pytest.mark.parametrize('algorithm, old_mu, hparams', [
+    ('fedavg', 0.0, {}), ('fedprox', 0.0, {}), ('fedprox', 0.0, {'mu': 0.0}),
+    ('fedprox', 1.5, {'mu': 1.5})])
+def test_a_config_json_with_the_old_mu_setting_resumes(tmp_path, algorithm, old_mu, hparams):
+  config_lib.prepare_experiment_dir(_config(tmp_path, algorithm=algorithm,
+                                            algorithm_hparams=hparams))
+  path = tmp_path / 'e' / 'config.json'
+  saved = json.loads(path.read_text())
+  del saved['algorithm_hparams']  # as written before algorithm_hparams replaced mu
+  saved['mu'] = old_mu
+  path.write_text(json.dumps(saved))
+  config_lib.prepare_experiment_dir(_config(tmp_path, algorithm=algorithm,
+                                            algorithm_hparams=hparams))
+  with pytest.raises(config_lib.ConfigError, match='algorithm_hparams: saved'):
+    config_lib.prepare_experiment_dir(_config(tmp_path, algorithm='fedprox',
+                                              algorithm_hparams={'mu': 2.5}))
 
 
 def test_a_plugin_that_does_not_import_is_a_config_error(tmp_path):

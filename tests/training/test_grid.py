@@ -27,6 +27,17 @@ def test_aggregation_settings_go_into_the_aggregation_dict(tmp_path):
   assert [c.aggregation for c in configs] == [{'bits': 4}, {'aggregator': 'median', 'bits': 4}]
 
 
+def test_algorithm_hyperparameters_go_into_algorithm_hparams(tmp_path):
+  base = config_lib.ExperimentConfig(root_output_dir=str(tmp_path), experiment_name='g')
+  configs = grid.expand(base, grid.parse_grid('algorithm=fedavg,fedprox; mu=0'))
+  assert [(c.algorithm, c.algorithm_hparams) for c in configs] == [
+      ('fedavg', {}), ('fedprox', {'mu': 0.0})]  # mu=0 is fedavg's no-op, not a setting of it
+  configs = grid.expand(base, grid.parse_grid('algorithm=fedprox; mu=0.5,1'))
+  assert [c.algorithm_hparams for c in configs] == [{'mu': 0.5}, {'mu': 1.0}]
+  with pytest.raises(config_lib.ConfigError, match='mu only applies to --algorithm=fedprox'):
+    grid.expand(base, grid.parse_grid('algorithm=fedavg; mu=0.5'))  # not dropped: not a default
+
+
 def test_every_config_is_validated_before_any_run(tmp_path):
   base = config_lib.ExperimentConfig(root_output_dir=str(tmp_path), experiment_name='g')
   ran = []

@@ -5,7 +5,8 @@ registered here with one line (see "Adding an algorithm" in `spec.py`). FedOpt (
 FedYogi, FedAdagrad, FedAvgM) is `fedavg` with a non-SGD `--server_optimizer`.
 """
 
-from typing import Optional
+import collections
+from typing import Any, Optional
 
 import tensorflow_federated as tff
 
@@ -28,6 +29,7 @@ spec_lib.register(ditto.SPEC)
 ALGORITHMS = spec_lib.names()
 get = spec_lib.get
 names = spec_lib.names
+hparam_specs = spec_lib.hparam_specs
 
 
 def check_algorithm(name: str) -> None:
@@ -35,25 +37,32 @@ def check_algorithm(name: str) -> None:
   spec_lib.get(name)
 
 
-def _hparams(spec: spec_lib.AlgorithmSpec, mu: float) -> dict:
-  # `mu` is the one hyperparameter a built-in algorithm takes; others take none.
-  return spec.resolve_hparams({'mu': mu} if 'mu' in spec.hparams else {})
+def hparams_of(config) -> 'collections.OrderedDict[str, Any]':
+  """The hyperparameters of `config.algorithm`: `config.algorithm_hparams`, defaults filled in.
+
+  Raises:
+    ValueError: One line, for a hyperparameter the algorithm does not take or a bad value.
+  """
+  return spec_lib.get(config.algorithm).resolve_hparams(config.algorithm_hparams)
 
 
 def create_learning_process(name: str, task: task_lib.Task,
                             client_optimizer: Optional[tff.learning.optimizers.Optimizer],
                             server_optimizer: Optional[tff.learning.optimizers.Optimizer],
-                            mu: float = 0.0, model_aggregator=None, with_attacks: bool = False,
+                            hparams: Optional[dict] = None, model_aggregator=None,
+                            with_attacks: bool = False,
                             state_only: bool = False) -> tff.learning.templates.LearningProcess:
   """Builds the learning process for algorithm `name` (FedSGD ignores the client optimiser).
 
-  With `with_attacks`, clients take `OrderedDict(data=, attack=)` inputs (see
+  `hparams` are its hyperparameters (e.g. `{'mu': 0.1}` for FedProx; the ones not given take
+  their defaults). With `with_attacks`, clients take `OrderedDict(data=, attack=)` inputs (see
   `client_work.py`); FedSGD does not support it (its clients send gradients, not local models).
 
   Raises:
-    ValueError: For an algorithm whose rounds run through its spec's own runner (SCAFFOLD, with
-      its client store; FedNova), unless `state_only`: its process only serves for the state's
-      structure (`initialize`, `get_model_weights`, checkpoints).
+    ValueError: For an unknown hyperparameter or a bad value; for an algorithm whose rounds run
+      through its spec's own runner (SCAFFOLD, with its client store; FedNova), unless
+      `state_only`: its process only serves for the state's structure (`initialize`,
+      `get_model_weights`, checkpoints).
   """
   spec = spec_lib.get(name)
   if spec.build_runner is not None and not state_only:
@@ -62,12 +71,12 @@ def create_learning_process(name: str, task: task_lib.Task,
                      'process.next: run it with tff_lab.training.run_experiment')
   return spec.build_process(task, client_optimizer, server_optimizer,
                             model_aggregator=model_aggregator, with_attacks=with_attacks,
-                            **_hparams(spec, mu))
+                            **spec.resolve_hparams(hparams or {}))
 
 
 def create_client_work(name: str, task: task_lib.Task,
                        client_optimizer: Optional[tff.learning.optimizers.Optimizer],
-                       mu: float = 0.0, with_attacks: bool = False
+                       hparams: Optional[dict] = None, with_attacks: bool = False
                        ) -> tff.learning.templates.ClientWorkProcess:
   """The client work that `create_learning_process(name, ...)` composes, on its own.
 
@@ -76,4 +85,4 @@ def create_client_work(name: str, task: task_lib.Task,
   """
   spec = spec_lib.get(name)
   return spec.build_client_work(task, client_optimizer, with_attacks=with_attacks,
-                                **_hparams(spec, mu))
+                                **spec.resolve_hparams(hparams or {}))

@@ -395,7 +395,7 @@ class SecureAggregationRounds:
   def __init__(self, task: task_lib.Task, algorithm: str,
                client_optimizer: Optional[tff.learning.optimizers.Optimizer],
                server_optimizer: tff.learning.optimizers.Optimizer,
-               settings: stack.AggregationSettings, mu: float = 0.0,
+               settings: stack.AggregationSettings, hparams: Optional[dict] = None,
                with_attacks: bool = False):
     """Builds the round's TFF computations (tracing).
 
@@ -406,7 +406,7 @@ class SecureAggregationRounds:
       server_optimizer: The server optimiser, as in the learning process.
       settings: The aggregation settings; `secure_aggregation` must be set. `clients_per_round`
         bounds the clients of one sum (and is DP's denominator).
-      mu: FedProx's proximal strength.
+      hparams: The algorithm's hyperparameters (e.g. FedProx's `mu`); defaults for the rest.
       with_attacks: Clients take `OrderedDict(data=, attack=)` inputs (Byzantine updates).
 
     Raises:
@@ -423,10 +423,10 @@ class SecureAggregationRounds:
         noise_multiplier=float(settings.noise_multiplier),
         clients_per_round=int(settings.clients_per_round), clip_norm=float(settings.clip_norm),
         adaptive=False) if self._dp else None
-    self._weighted = algorithm != 'fedavg_unweighted' and not self._dp
+    self._weighted = registry.get(algorithm).weighted and not self._dp
     self._private_metrics = settings.secagg_private_metrics
     with _unfinalized_metric_sums() if self._private_metrics else contextlib.nullcontext():
-      client_work = registry.create_client_work(algorithm, task, client_optimizer, mu,
+      client_work = registry.create_client_work(algorithm, task, client_optimizer, hparams,
                                                 with_attacks)
     num_metrics = 0
     if self._private_metrics:

@@ -16,7 +16,8 @@ The registry (`register`, `get`, `names`) maps `--algorithm` values to specs;
    local SGD with a corrected gradient (FedProx's proximal term, SCAFFOLD's control variates),
    give it a `LocalStep`: the in-graph backends then run it too.
 2. Register the spec: one line in `tff_lab/algorithms/registry.py` (or `register(SPEC)` in your
-   own module).
+   own module). Each of its `hparams` gets a `--<name>` flag (`tff_lab.flags.algorithm_flags`)
+   and is read from `ExperimentConfig.algorithm_hparams` (`registry.hparams_of(config)`).
 3. Test it step by step against an independent NumPy implementation
    (tests/algorithms/test_<name>.py), on every backend whose `check` accepts it.
 """
@@ -34,23 +35,45 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class Hyperparameter:
-  """One algorithm hyperparameter.
+  """One algorithm hyperparameter; its type is its default's (float, int, str or bool).
 
   Attributes:
     default: Its value when not set (the value at which the algorithm reduces to its base case,
       e.g. FedProx's μ = 0 is FedAvg).
     help: One line for `--help`.
-    minimum: The smallest value allowed (inclusive), or None.
+    minimum: For a number, the smallest value allowed (inclusive), or None.
+    choices: For a string, the values allowed (empty: any string).
   """
 
-  default: float
+  default: Any
   help: str
   minimum: Optional[float] = None
+  choices: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if not isinstance(self.default, (bool, int, float, str)):
+      raise TypeError(f'a hyperparameter default is a float, int, str or bool, got '
+                      f'{self.default!r}')
+
+  @property
+  def type(self) -> type:
+    """The type its values take (int for an int default; float also takes ints)."""
+    return type(self.default)
 
   def check(self, name: str, value: Any) -> None:
     """Raises a one-line ValueError for a value this hyperparameter does not take."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-      raise ValueError(f'{name} must be a finite number, got {value!r}')
+    kind = self.type
+    if kind is bool or kind is str:
+      if not isinstance(value, kind):
+        raise ValueError(f'{name} must be a {kind.__name__}, got {value!r}')
+      if self.choices and value not in self.choices:
+        raise ValueError(f'{name} must be one of {list(self.choices)}, got {value!r}')
+      return
+    numeric = (int,) if kind is int else (int, float)
+    if (isinstance(value, bool) or not isinstance(value, numeric)
+        or not math.isfinite(value)):
+      what = 'an integer' if kind is int else 'a finite number'
+      raise ValueError(f'{name} must be {what}, got {value!r}')
     if self.minimum is not None and value < self.minimum:
       raise ValueError(f'{name} must be >= {self.minimum:g}, got {value}')
 
@@ -146,7 +169,7 @@ class AlgorithmSpec:
     """Whether the in-graph backends (`fused`, `vectorized`) can run it (stateless local SGD)."""
     return self.local_step is not None and not self.client_state
 
-  def resolve_hparams(self, given: dict) -> 'collections.OrderedDict[str, float]':
+  def resolve_hparams(self, given: dict) -> 'collections.OrderedDict[str, Any]':
     """`given` completed with the defaults, after checking every name and value.
 
     Raises:
@@ -154,6 +177,10 @@ class AlgorithmSpec:
     """
     unknown = sorted(set(given) - set(self.hparams))
     if unknown:
+      takers = [s.name for s in _SPECS.values() if unknown[0] in s.hparams]
+      if takers:  # another algorithm's hyperparameter: say whose
+        raise ValueError(f'{unknown[0]} only applies to --algorithm={"|".join(takers)} (got '
+                         f'{self.name!r})')
       known = list(self.hparams) or 'none'
       raise ValueError(f'algorithm {self.name!r} has no hyperparameter(s) {unknown}; its '
                        f'hyperparameters: {known}')
@@ -174,6 +201,12 @@ def register(spec: AlgorithmSpec) -> AlgorithmSpec:
     raise TypeError(f'register takes an AlgorithmSpec, got {type(spec).__name__}')
   if spec.name in _SPECS:
     raise ValueError(f'algorithm {spec.name!r} is already registered')
+  for name, hparam in spec.hparams.items():  # one `--<name>` flag serves every algorithm taking it
+    other = next((s for s in _SPECS.values() if name in s.hparams), None)
+    if other is not None and other.hparams[name].type is not hparam.type:
+      raise ValueError(f'algorithm {spec.name!r}: hyperparameter {name!r} is a '
+                       f'{hparam.type.__name__}, but algorithm {other.name!r} has {name!r} as a '
+                       f'{other.hparams[name].type.__name__} (they share --{name}): rename it')
   _SPECS[spec.name] = spec
   return spec
 
@@ -181,6 +214,18 @@ def register(spec: AlgorithmSpec) -> AlgorithmSpec:
 def names() -> tuple[str, ...]:
   """The registered algorithms, in registration order."""
   return tuple(_SPECS)
+
+
+def hparam_specs() -> 'collections.OrderedDict[str, tuple[Hyperparameter, tuple[str, ...]]]':
+  """Every registered hyperparameter name: (its first registration's Hyperparameter, the
+  algorithms that take it). One `--<name>` flag serves them all (`tff_lab.flags.algorithm_flags`).
+  """
+  out = collections.OrderedDict()
+  for spec in _SPECS.values():
+    for name, hparam in spec.hparams.items():
+      first, takers = out.get(name, (hparam, ()))
+      out[name] = (first, takers + (spec.name,))
+  return out
 
 
 def get(name: str) -> AlgorithmSpec:

@@ -42,7 +42,7 @@ the round program is therefore built once in its own `tf.Graph` and run with a s
 import collections
 from collections.abc import Sequence
 import functools
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -86,7 +86,8 @@ class VectorizedRounds:
   """
 
   def __init__(self, task: task_lib.Task, client_learning_rate: float,
-               server_optimizer: tff.learning.optimizers.Optimizer, mu: float = 0.0,
+               server_optimizer: tff.learning.optimizers.Optimizer,
+               hparams: Optional[dict] = None,
                weighted: bool = True, client_loop: str = 'sequential',
                clients_per_program: int = 128,
                local_step: spec_lib.LocalStep = spec_lib.PROXIMAL_SGD):
@@ -96,12 +97,12 @@ class VectorizedRounds:
       task: The task; its ClientSpec is the clients' local work.
       client_learning_rate: η of the clients' SGD.
       server_optimizer: Applied to the mean update, as TFF's finalizer does.
-      mu: FedProx's proximal weight (0: FedAvg).
+      hparams: The local step's hyperparameters (e.g. FedProx's `mu`; none: FedAvg).
       weighted: Weight client updates by their number of examples (else equally).
       client_loop: `sequential` or `vectorized_map` (see the module docstring).
       clients_per_program: Clients packed into one run of the program; a round with more runs
         it on consecutive groups and adds their sums (float32 round-off apart, the same round).
-      local_step: The algorithm's local step (its spec's), with `mu` as its hyperparameter.
+      local_step: The algorithm's local step (its spec's), taking `hparams`.
     """
     if client_loop not in CLIENT_LOOPS:
       raise ValueError(f'client_loop must be one of {CLIENT_LOOPS}, got {client_loop!r}')
@@ -129,7 +130,7 @@ class VectorizedRounds:
       self._y = tf.compat.v1.placeholder(spec['y'].dtype, [None, None] + spec['y'].shape.as_list())
       self._mask = tf.compat.v1.placeholder(tf.float32, [None, None, None])
       step_fn = functools.partial(_local_step, model, loss, task.prediction_kind,
-                                  float(client_learning_rate), local_step, {'mu': float(mu)},
+                                  float(client_learning_rate), local_step, dict(hparams or {}),
                                   self._w0)
       build = (self._sequential_clients if client_loop == 'sequential'
                else self._vectorized_clients)

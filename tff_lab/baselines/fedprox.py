@@ -72,7 +72,8 @@ def _config(dataset: str, method: str, stragglers: int, seed: int, quick: bool
   options = dict(DATASETS[dataset], num_devices=NUM_DEVICES, train_fraction=TRAIN_FRACTION,
                  seed=seed)
   return training.ExperimentConfig(
-      task='synthetic', task_options=options, algorithm=algorithm, mu=mu,
+      task='synthetic', task_options=options, algorithm=algorithm,
+      algorithm_hparams={'mu': mu} if algorithm == 'fedprox' else {},
       client_optimizer='sgd', client_learning_rate=LEARNING_RATE, server_optimizer='sgd',
       server_learning_rate=1.0, rounds=rounds, clients_per_round=CLIENTS_PER_ROUND,
       client_epochs=QUICK['epochs'] if quick else EPOCHS, client_batch_size=BATCH_SIZE,

@@ -225,8 +225,8 @@ def _build_in_graph(context: BackendContext) -> RoundRunner:
   # Build it before any other Keras model: it makes a TF1 graph, which invalidates earlier
   # Keras models.
   return InGraphRunner(vectorized.VectorizedRounds(
-      context.task, config.client_learning_rate, _server_optimizer(config), mu=config.mu,
-      weighted=spec.weighted, local_step=spec.local_step,
+      context.task, config.client_learning_rate, _server_optimizer(config),
+      hparams=algorithms_registry.hparams_of(config), weighted=spec.weighted, local_step=spec.local_step,
       client_loop=vectorized.SIMULATION_CLIENT_LOOPS[config.simulation]))
 
 
@@ -234,7 +234,8 @@ def _build_secure(context: BackendContext) -> RoundRunner:
   config = context.config
   return SecureRunner(secure_rounds.SecureAggregationRounds(
       context.task, config.algorithm, _client_optimizer(config), _server_optimizer(config),
-      aggregators.AggregationSettings(**config.aggregation_settings()), mu=config.mu,
+      aggregators.AggregationSettings(**config.aggregation_settings()),
+      hparams=config.algorithm_hparams,
       with_attacks=config.faults.update_attacks), context.task)
 
 

@@ -52,7 +52,8 @@ class ExperimentConfig:
     algorithm: One of `tff_lab.algorithms.ALGORITHMS`.
     client_optimizer / client_learning_rate / client_optimizer_hparams: Local optimiser.
     server_optimizer / server_learning_rate / server_optimizer_hparams: Server optimiser.
-    mu: FedProx proximal strength.
+    algorithm_hparams: The algorithm's hyperparameters that differ from its defaults, by name
+      (its spec's `hparams`, e.g. `{'mu': 1.0}` for FedProx; `--<name>` flags).
     rounds: Total number of rounds.
     clients_per_round: Clients sampled (uniformly, without replacement) each round.
     client_epochs / client_batch_size / client_max_elements / client_shuffle_buffer: The client
@@ -96,7 +97,7 @@ class ExperimentConfig:
   server_optimizer: str = 'sgd'
   server_learning_rate: float = 1.0
   server_optimizer_hparams: dict = dataclasses.field(default_factory=dict)
-  mu: float = 0.0
+  algorithm_hparams: dict = dataclasses.field(default_factory=dict)
   rounds: int = 60
   clients_per_round: int = 10
   client_epochs: int = 1
@@ -183,12 +184,13 @@ class ExperimentConfig:
     _require(self.client_max_elements is None or self.client_max_elements > 0,
              f'client_max_elements must be positive, got {self.client_max_elements}')
     spec = algorithms_registry.get(self.algorithm)  # validation asks the spec, not the name
-    _require(self.mu >= 0, f'mu must be >= 0, got {self.mu}')
-    with_mu = [name for name in algorithms_registry.names()
-               if 'mu' in algorithms_registry.get(name).hparams]
-    _require(self.mu == 0 or 'mu' in spec.hparams,
-             f'mu={self.mu} only applies to --algorithm={"|".join(with_mu)} (got '
-             f'{self.algorithm!r})')
+    _require(isinstance(self.algorithm_hparams, dict),
+             f'algorithm_hparams must be a dict of hyperparameter values, got '
+             f'{self.algorithm_hparams!r}')
+    try:
+      algorithms_registry.hparams_of(self)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     try:
       self.faults.validate(self.clients_per_round)
     except ValueError as e:
@@ -269,7 +271,17 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _comparable(config: dict) -> dict:
-  config = dict({'plugins': []}, **config)  # a config.json from before plugins had none
+  config = dict({'plugins': [], 'algorithm_hparams': {}}, **config)  # older config.json files
+  hparams = dict(config['algorithm_hparams'])
+  if 'mu' in config:  # before algorithm_hparams, FedProx's mu was a setting of its own
+    hparams.setdefault('mu', config.pop('mu'))
+  try:  # a hyperparameter given at its default computes the same as one left out
+    defaults = algorithms_registry.get(config.get('algorithm')).hparams
+  except ValueError:
+    defaults = {}
+  config['algorithm_hparams'] = {k: v for k, v in sorted(hparams.items())
+                                 if not (k in defaults and v == defaults[k].default)
+                                 and not (k == 'mu' and k not in defaults and v == 0)}
   return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
 
 

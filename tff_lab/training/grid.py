@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any, Callable, Optional
 
+from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.flags import aggregation_flags
 from tff_lab.training import config as config_lib
 
@@ -23,8 +24,11 @@ Table = list['collections.OrderedDict[str, Any]']
 
 
 def _setting_types() -> dict[str, type]:
-  """Grid-able settings and their types: ExperimentConfig's scalars and the aggregation flags."""
+  """Grid-able settings and their types: ExperimentConfig's scalars, the aggregation flags and
+  the algorithms' hyperparameters."""
   types = {f.name: aggregation_flags.setting_type(f) for f in aggregation_flags.setting_fields()}
+  types.update({name: hparam.type
+                for name, (hparam, _) in algorithms_registry.hparam_specs().items()})
   defaults = config_lib.ExperimentConfig()
   for f in dataclasses.fields(config_lib.ExperimentConfig):
     value = getattr(defaults, f.name)
@@ -36,7 +40,8 @@ def _setting_types() -> dict[str, type]:
 def parse_grid(spec: str) -> 'collections.OrderedDict[str, list[Any]]':
   """Parses `key=v1,v2;key2=w1,w2` into typed values.
 
-  Keys are ExperimentConfig settings or aggregation settings (`aggregator`, `bits`, ...).
+  Keys are ExperimentConfig settings, aggregation settings (`aggregator`, `bits`, ...) or
+  algorithm hyperparameters (`mu`, ...).
 
   Raises:
     ConfigError: For an unknown setting, a value of the wrong type, or an empty spec.
@@ -82,8 +87,17 @@ def expand(base: config_lib.ExperimentConfig, grid) -> list[config_lib.Experimen
         aggregation.pop(key, None)
       else:
         aggregation[key] = value
+    algorithm = combo.get('algorithm', base.algorithm)
+    hparams = dict(base.algorithm_hparams)
+    for key in [k for k in combo if k in algorithms_registry.hparam_specs()]:
+      value = combo.pop(key)
+      takers = algorithms_registry.hparam_specs()[key][1]
+      default = algorithms_registry.get(takers[0]).hparams[key].default
+      if algorithm not in takers and value == default:
+        continue  # e.g. mu=0 beside algorithm=fedavg in `algorithm=fedavg,fedprox; mu=0,1`
+      hparams[key] = value
     config = dataclasses.replace(base, experiment_name=f'{base.experiment_name}__{name}',
-                                 aggregation=aggregation, **combo)
+                                 aggregation=aggregation, algorithm_hparams=hparams, **combo)
     config.validate()
     configs.append(config)
   return configs

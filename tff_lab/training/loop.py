@@ -150,7 +150,8 @@ def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
   client_opt = optimizers_lib.create_optimizer(
       config.client_optimizer, config.client_learning_rate, **config.client_optimizer_hparams)
   return algorithms_registry.create_learning_process(
-      config.algorithm, task, client_opt, _server_optimizer(config), mu=config.mu,
+      config.algorithm, task, client_opt, _server_optimizer(config),
+      hparams=config.algorithm_hparams,
       model_aggregator=create_model_aggregator(config, model_aggregator),
       with_attacks=config.faults.update_attacks, state_only=True)
 
