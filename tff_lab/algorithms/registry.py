@@ -16,12 +16,13 @@ from tff_lab.algorithms import feddyn
 from tff_lab.algorithms import fednova
 from tff_lab.algorithms import fedprox
 from tff_lab.algorithms import fedsgd
+from tff_lab.algorithms import mime
 from tff_lab.algorithms import scaffold
 from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
 
 for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC, scaffold.SPEC,
-              fednova.SPEC, feddyn.SPEC):
+              fednova.SPEC, feddyn.SPEC, mime.SPEC):
   spec_lib.register(_spec)
 spec_lib.register(ditto.SPEC)
 
