@@ -57,6 +57,8 @@ def run_cli(monkeypatch, capsys, tmp_path):
     (['--task=digits', '--synthetic_alpha=0.5'], '--synthetic_alpha is set but --task=digits'),
     (['--task=digits', '--digits_partition=zipf'], 'digits partition must be one of'),
     (['--mu=0.1'], 'only applies to --algorithm=fedprox'),
+    (['--client_lr_schedule=cosine'], "unknown --client_lr_schedule='cosine'"),
+    (['--algorithm=fedsgd', '--client_lr_schedule=step'], '--client_lr_schedule applies to'),
     (['--byzantine_fraction=1.0'], 'byzantine_fraction must be in [0, 1)'),
     (['--byzantine_fraction=0.2', '--attack=backdoor'], "unknown attack 'backdoor'"),
     (['--attack_scale=0'], 'attack_scale must be positive'),

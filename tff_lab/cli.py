@@ -28,10 +28,12 @@ from tff_lab import runtime
 from tff_lab.flags import aggregation_flags
 from tff_lab.flags import algorithm_flags
 from tff_lab.flags import common_flags
+from tff_lab.flags import section_flags
 from tff_lab.privacy import secagg
 from tff_lab.flags import optimizer_flags
 from tff_lab.flags import task_flags
 from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.algorithms import schedules
 from tff_lab.training import config as config_lib
 
 _DEFAULTS = config_lib.ExperimentConfig()
@@ -105,6 +107,8 @@ aggregation_flags.define_aggregation_flags()
 algorithm_flags.define_algorithm_flags()
 optimizer_flags.define_optimizer_flags('client', default_learning_rate=0.1)
 optimizer_flags.define_optimizer_flags('server', default_learning_rate=1.0)
+for _role in schedules.ROLES:  # --client_lr_schedule, --server_lr_decay_rate, ...
+  section_flags.define_section_flags(schedules.LearningRateSchedule, f'{_role}_lr_')
 task_flags.define_task_flags()
 
 
@@ -134,7 +138,11 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
       max_concurrent_clients=_MAX_CONCURRENT_CLIENTS.value, overwrite=_OVERWRITE.value,
-      progress=_PROGRESS.value, plugins=tuple(dict.fromkeys(_PLUGIN.value)), **client, **server)
+      progress=_PROGRESS.value, plugins=tuple(dict.fromkeys(_PLUGIN.value)),
+      client_lr_schedule=section_flags.section_from_flags(schedules.LearningRateSchedule,
+                                                         'client_lr_'),
+      server_lr_schedule=section_flags.section_from_flags(schedules.LearningRateSchedule,
+                                                         'server_lr_'), **client, **server)
 
 
 def _check_saved_plugins() -> None:

@@ -33,6 +33,7 @@ per round; label flipping is a data-side attack and needs no help here.
 """
 
 import collections
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -68,7 +69,7 @@ def _build_client_update(model_fn, mu: float, weighted: bool, loop_implementatio
   reduce_loop = tff.learning.loop_builder.build_training_loop(loop_implementation)
 
   @tf.function
-  def client_update(optimizer, initial_weights, data, attack=None):
+  def client_update(optimizer, initial_weights, data, attack=None, learning_rate=None):
     weights = tff.learning.models.ModelWeights.from_model(model)
     tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
     trainable = tuple(tf.nest.flatten(weights.trainable))
@@ -88,7 +89,11 @@ def _build_client_update(model_fn, mu: float, weighted: bool, loop_implementatio
 
     def initial_state():
       specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
-      return tf.zeros([], tf.int64), optimizer.initialize(specs)
+      optimizer_state = optimizer.initialize(specs)
+      if learning_rate is not None:  # the round's scheduled rate (TFF optimisers read it here)
+        optimizer_state = collections.OrderedDict(optimizer_state)
+        optimizer_state[tff.learning.optimizers.LEARNING_RATE_KEY] = learning_rate
+      return tf.zeros([], tf.int64), optimizer_state
 
     num_examples, _ = reduce_loop(reduce_fn, data, initial_state)
     delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
@@ -106,6 +111,7 @@ def _build_client_update(model_fn, mu: float, weighted: bool, loop_implementatio
 def build_client_work(task: task_lib.Task, optimizer: tff.learning.optimizers.Optimizer,
                       mu: float = 0.0, weighted: bool = True, with_attacks: bool = False,
                       loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
+                      scheduled_client_lr: Optional[float] = None,
                       ) -> tff.learning.templates.ClientWorkProcess:
   """Returns local (proximal) SGD on `task`'s model.
 
@@ -117,6 +123,11 @@ def build_client_work(task: task_lib.Task, optimizer: tff.learning.optimizers.Op
     with_attacks: Take `OrderedDict(data=, attack=attack_spec(...))` per client (see the module
       docstring) instead of a bare dataset.
     loop_implementation: How the client iterates its dataset.
+    scheduled_client_lr: With a client learning-rate schedule, the first round's rate: the
+      client work's state is then the round's client learning rate (float32, set before each
+      round by `tff_lab.simulation.backends.ScheduledRunner`), broadcast to the clients, whose
+      optimiser uses it in place of its own. None (default): the optimiser's own rate, and no
+      state.
   """
   if mu < 0:
     raise ValueError(f'proximal strength mu must be >= 0, got {mu}')
@@ -134,23 +145,35 @@ def build_client_work(task: task_lib.Task, optimizer: tff.learning.optimizers.Op
   else:
     data_type = dataset_type
 
-  @tff.tensorflow.computation(weights_type, data_type)
-  def client_update_computation(initial_weights, client_input):
+  def client_update(initial_weights, client_input, learning_rate):
     update = _build_client_update(task.tff_model_fn, mu, weighted, loop_implementation)
     if with_attacks:
-      return update(optimizer, initial_weights, client_input['data'], client_input['attack'])
-    return update(optimizer, initial_weights, client_input)
+      return update(optimizer, initial_weights, client_input['data'], client_input['attack'],
+                    learning_rate)
+    return update(optimizer, initial_weights, client_input, None, learning_rate)
+
+  if scheduled_client_lr is None:
+    client_update_computation = tff.tensorflow.computation(
+        lambda initial_weights, client_input: client_update(initial_weights, client_input,
+                                                            None), weights_type, data_type)
+    initial_state = ()
+  else:
+    client_update_computation = tff.tensorflow.computation(client_update, weights_type,
+                                                           data_type, np.float32)
+    initial_state = np.float32(scheduled_client_lr)
 
   @tff.federated_computation
   def init_fn():
-    return tff.federated_value((), tff.SERVER)
+    return tff.federated_value(initial_state, tff.SERVER)
 
   @tff.federated_computation(init_fn.type_signature.result,
                              tff.FederatedType(weights_type, tff.CLIENTS),
                              tff.FederatedType(data_type, tff.CLIENTS))
   def next_fn(state, weights, client_data):
-    client_result, model_outputs = tff.federated_map(client_update_computation,
-                                                     (weights, client_data))
+    client_args = (weights, client_data)
+    if scheduled_client_lr is not None:  # the round's client rate, sent with the model
+      client_args += (tff.federated_broadcast(state),)
+    client_result, model_outputs = tff.federated_map(client_update_computation, client_args)
     measurements = tff.federated_zip(
         collections.OrderedDict(train=metrics_aggregation_fn(model_outputs)))
     return tff.templates.MeasuredProcessOutput(state, client_result, measurements)

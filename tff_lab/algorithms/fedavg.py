@@ -34,6 +34,7 @@ def build_fedavg(task: task_lib.Task,
                  model_aggregator=None,
                  with_attacks: bool = False,
                  loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
+                 scheduled_client_lr: Optional[float] = None,
                  ) -> tff.learning.templates.LearningProcess:
   """Returns a FedAvg (or FedOpt) learning process for `task`.
 
@@ -48,12 +49,15 @@ def build_fedavg(task: task_lib.Task,
       every client weight 1).
     with_attacks: Clients take `OrderedDict(data=, attack=)` inputs (see `client_work.py`).
     loop_implementation: How clients iterate their dataset.
+    scheduled_client_lr: With a client learning-rate schedule, its first round's rate: the
+      clients take each round's rate from the client work's state (`client_work.py`).
   """
   server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-  if with_attacks:
+  if with_attacks or scheduled_client_lr is not None:
     work = client_work_lib.build_client_work(task, client_optimizer, mu=0.0, weighted=weighted,
-                                             with_attacks=True,
-                                             loop_implementation=loop_implementation)
+                                             with_attacks=with_attacks,
+                                             loop_implementation=loop_implementation,
+                                             scheduled_client_lr=scheduled_client_lr)
     return composition.compose_with_client_work(task, work, server_optimizer, model_aggregator)
   if weighted:
     return tff.learning.algorithms.build_weighted_fed_avg(
@@ -71,18 +75,20 @@ def build_fedavg_client_work(task: task_lib.Task,
                              weighted: bool = True,
                              with_attacks: bool = False,
                              loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
+                             scheduled_client_lr: Optional[float] = None,
                              ) -> tff.learning.templates.ClientWorkProcess:
   """The client work of `build_fedavg(task, client_optimizer, weighted=..., with_attacks=...)`.
 
   Without attacks this is the `ClientWorkProcess` TFF's `build_weighted_fed_avg` /
   `build_unweighted_fed_avg` compose (`build_model_delta_client_work` with example-count or
   uniform client weighting and the default `sum_then_finalize` metrics); with attacks, tff_lab's
-  (`client_work.py`), as in `build_fedavg`.
+  (`client_work.py`), as in `build_fedavg`; with a client learning-rate schedule, tff_lab's too.
   """
-  if with_attacks:
+  if with_attacks or scheduled_client_lr is not None:
     return client_work_lib.build_client_work(task, client_optimizer, mu=0.0, weighted=weighted,
-                                             with_attacks=True,
-                                             loop_implementation=loop_implementation)
+                                             with_attacks=with_attacks,
+                                             loop_implementation=loop_implementation,
+                                             scheduled_client_lr=scheduled_client_lr)
   weighting = (tff.learning.ClientWeighting.NUM_EXAMPLES if weighted
                else tff.learning.ClientWeighting.UNIFORM)
   return tff.learning.templates.build_model_delta_client_work(
@@ -96,11 +102,11 @@ FEDAVG = spec_lib.AlgorithmSpec(
     'FedOpt with a non-SGD server optimiser (Reddi et al. 2021)',
     build_process=functools.partial(build_fedavg, weighted=True),
     build_client_work=functools.partial(build_fedavg_client_work, weighted=True),
-    weighted=True, local_step=spec_lib.PLAIN_SGD)
+    weighted=True, local_step=spec_lib.PLAIN_SGD, supports_client_lr_schedule=True)
 
 FEDAVG_UNWEIGHTED = spec_lib.AlgorithmSpec(
     name='fedavg_unweighted',
     description='Federated Averaging with every client weighted equally',
     build_process=functools.partial(build_fedavg, weighted=False),
     build_client_work=functools.partial(build_fedavg_client_work, weighted=False),
-    weighted=False, local_step=spec_lib.PLAIN_SGD)
+    weighted=False, local_step=spec_lib.PLAIN_SGD, supports_client_lr_schedule=True)

@@ -29,6 +29,7 @@ def build_fedprox(task: task_lib.Task,
                   model_aggregator=None,
                   with_attacks: bool = False,
                   loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
+                  scheduled_client_lr: Optional[float] = None,
                   ) -> tff.learning.templates.LearningProcess:
   """Returns a FedProx process with proximal strength `mu` (≥ 0).
 
@@ -40,19 +41,23 @@ def build_fedprox(task: task_lib.Task,
     model_aggregator: A weighted `tff.aggregators` factory (weighted mean by default).
     with_attacks: Clients take `OrderedDict(data=, attack=)` inputs (see `client_work.py`).
     loop_implementation: How clients iterate their dataset.
+    scheduled_client_lr: With a client learning-rate schedule, its first round's rate (see
+      `client_work.build_client_work`).
   """
   if mu < 0:
     raise ValueError(f'FedProx mu must be >= 0, got {mu}')
   work = client_work_lib.build_client_work(task, client_optimizer, mu, weighted=True,
                                            with_attacks=with_attacks,
-                                           loop_implementation=loop_implementation)
+                                           loop_implementation=loop_implementation,
+                                           scheduled_client_lr=scheduled_client_lr)
   return composition.compose_with_client_work(task, work, server_optimizer, model_aggregator)
 
 
 def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
-                   with_attacks=False, mu=0.0):
+                   with_attacks=False, mu=0.0, scheduled_client_lr=None):
   return build_fedprox(task, mu, client_optimizer, server_optimizer,
-                       model_aggregator=model_aggregator, with_attacks=with_attacks)
+                       model_aggregator=model_aggregator, with_attacks=with_attacks,
+                       scheduled_client_lr=scheduled_client_lr)
 
 
 SPEC = spec_lib.AlgorithmSpec(
@@ -63,4 +68,4 @@ SPEC = spec_lib.AlgorithmSpec(
     weighted=True,
     hparams=collections.OrderedDict(mu=spec_lib.Hyperparameter(
         0.0, 'Proximal strength μ (0: FedAvg).', minimum=0.0)),
-    local_step=spec_lib.PROXIMAL_SGD)
+    local_step=spec_lib.PROXIMAL_SGD, supports_client_lr_schedule=True)

@@ -51,13 +51,16 @@ def create_learning_process(name: str, task: task_lib.Task,
                             client_optimizer: Optional[tff.learning.optimizers.Optimizer],
                             server_optimizer: Optional[tff.learning.optimizers.Optimizer],
                             hparams: Optional[dict] = None, model_aggregator=None,
-                            with_attacks: bool = False,
-                            state_only: bool = False) -> tff.learning.templates.LearningProcess:
+                            with_attacks: bool = False, state_only: bool = False,
+                            scheduled_client_lr: Optional[float] = None,
+                            ) -> tff.learning.templates.LearningProcess:
   """Builds the learning process for algorithm `name` (FedSGD ignores the client optimiser).
 
   `hparams` are its hyperparameters (e.g. `{'mu': 0.1}` for FedProx; the ones not given take
   their defaults). With `with_attacks`, clients take `OrderedDict(data=, attack=)` inputs (see
   `client_work.py`); FedSGD does not support it (its clients send gradients, not local models).
+  With `scheduled_client_lr` (the first round's rate of a client learning-rate schedule), the
+  clients read each round's rate from the client work's state (`tff_lab.algorithms.schedules`).
 
   Raises:
     ValueError: For an unknown hyperparameter or a bad value; for an algorithm whose rounds run
@@ -72,12 +75,22 @@ def create_learning_process(name: str, task: task_lib.Task,
                      'process.next: run it with tff_lab.training.run_experiment')
   return spec.build_process(task, client_optimizer, server_optimizer,
                             model_aggregator=model_aggregator, with_attacks=with_attacks,
+                            **_schedule_kwargs(spec, scheduled_client_lr),
                             **spec.resolve_hparams(hparams or {}))
+
+
+def _schedule_kwargs(spec: spec_lib.AlgorithmSpec, scheduled_client_lr: Optional[float]) -> dict:
+  if scheduled_client_lr is None:
+    return {}
+  if not spec.supports_client_lr_schedule:
+    raise ValueError(f'--algorithm={spec.name} does not take a client learning-rate schedule')
+  return {'scheduled_client_lr': float(scheduled_client_lr)}
 
 
 def create_client_work(name: str, task: task_lib.Task,
                        client_optimizer: Optional[tff.learning.optimizers.Optimizer],
-                       hparams: Optional[dict] = None, with_attacks: bool = False
+                       hparams: Optional[dict] = None, with_attacks: bool = False,
+                       scheduled_client_lr: Optional[float] = None,
                        ) -> tff.learning.templates.ClientWorkProcess:
   """The client work that `create_learning_process(name, ...)` composes, on its own.
 
@@ -86,4 +99,5 @@ def create_client_work(name: str, task: task_lib.Task,
   """
   spec = spec_lib.get(name)
   return spec.build_client_work(task, client_optimizer, with_attacks=with_attacks,
+                                **_schedule_kwargs(spec, scheduled_client_lr),
                                 **spec.resolve_hparams(hparams or {}))

@@ -396,7 +396,7 @@ class SecureAggregationRounds:
                client_optimizer: Optional[tff.learning.optimizers.Optimizer],
                server_optimizer: tff.learning.optimizers.Optimizer,
                settings: stack.AggregationSettings, hparams: Optional[dict] = None,
-               with_attacks: bool = False):
+               with_attacks: bool = False, scheduled_client_lr: Optional[float] = None):
     """Builds the round's TFF computations (tracing).
 
     Args:
@@ -408,6 +408,8 @@ class SecureAggregationRounds:
         bounds the clients of one sum (and is DP's denominator).
       hparams: The algorithm's hyperparameters (e.g. FedProx's `mu`); defaults for the rest.
       with_attacks: Clients take `OrderedDict(data=, attack=)` inputs (Byzantine updates).
+      scheduled_client_lr: With a client learning-rate schedule, the first round's rate (the
+        client work then reads each round's from its state, as in the process).
 
     Raises:
       ValueError: For settings `stack.validate_aggregation_settings` refuses, or without
@@ -427,7 +429,7 @@ class SecureAggregationRounds:
     self._private_metrics = settings.secagg_private_metrics
     with _unfinalized_metric_sums() if self._private_metrics else contextlib.nullcontext():
       client_work = registry.create_client_work(algorithm, task, client_optimizer, hparams,
-                                                with_attacks)
+                                                with_attacks, scheduled_client_lr)
     num_metrics = 0
     if self._private_metrics:
       measurements_type = client_work.next.type_signature.result.measurements.member

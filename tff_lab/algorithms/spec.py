@@ -138,6 +138,10 @@ class AlgorithmSpec:
     initial_store: `(task) -> tff_lab.simulation.client_store.ClientStore`, its state before
       round 1.
     build_runner: `(BackendContext, store) -> RoundRunner`, its rounds on the `tff` backend.
+    supports_client_lr_schedule: Its `build_process` and `build_client_work` take
+      `scheduled_client_lr` (the first round's client rate), and its clients then read each
+      round's rate from the client work's state (`tff_lab.algorithms.schedules`). Server
+      schedules need nothing of the algorithm: they set the server optimiser's state.
   """
 
   name: str
@@ -154,6 +158,7 @@ class AlgorithmSpec:
   check: Optional[Callable[[Any], None]] = None
   initial_store: Optional[Callable[..., Any]] = None
   build_runner: Optional[Callable[..., Any]] = None
+  supports_client_lr_schedule: bool = False
 
   def __post_init__(self):
     if self.client_state and (self.initial_store is None or self.build_runner is None):

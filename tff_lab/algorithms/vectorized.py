@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_lab.algorithms import schedules
 from tff_lab.algorithms import spec as spec_lib
 from tff_lab.data import packing
 from tff_lab.faults import simulation as faults_lib
@@ -129,8 +130,10 @@ class VectorizedRounds:
       self._x = tf.compat.v1.placeholder(spec['x'].dtype, [None, None] + spec['x'].shape.as_list())
       self._y = tf.compat.v1.placeholder(spec['y'].dtype, [None, None] + spec['y'].shape.as_list())
       self._mask = tf.compat.v1.placeholder(tf.float32, [None, None, None])
+      # The clients' rate; a scheduled one is fed each round (the client work's state).
+      self._lr = tf.compat.v1.placeholder_with_default(np.float32(client_learning_rate), [])
       step_fn = functools.partial(_local_step, model, loss, task.prediction_kind,
-                                  float(client_learning_rate), local_step, dict(hparams or {}),
+                                  self._lr, local_step, dict(hparams or {}),
                                   self._w0)
       build = (self._sequential_clients if client_loop == 'sequential'
                else self._vectorized_clients)
@@ -234,6 +237,9 @@ class VectorizedRounds:
       packed = self.pack(client_inputs[start:start + self._clients_per_program])
       feed = {**dict(zip(self._w0, weights.trainable)), self._x: packed['x'],
               self._y: packed['y'], self._mask: packed['example_mask']}
+      rate = schedules.client_rate_in(state)
+      if rate is not None:  # a scheduled client rate
+        feed[self._lr] = rate
       part = self._session.run(self._outputs, feed)
       out = part if out is None else tf.nest.map_structure(np.add, out, part)
     if out is None or not out['num_examples']:

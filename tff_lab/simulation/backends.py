@@ -31,6 +31,7 @@ from tff_lab import aggregators
 from tff_lab.aggregators import dp as dp_lib
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.algorithms import schedules
 from tff_lab.algorithms import secure_rounds
 from tff_lab.algorithms import vectorized
 from tff_lab.simulation import plan as plan_lib
@@ -235,8 +236,8 @@ def _build_secure(context: BackendContext) -> RoundRunner:
   return SecureRunner(secure_rounds.SecureAggregationRounds(
       context.task, config.algorithm, _client_optimizer(config), _server_optimizer(config),
       aggregators.AggregationSettings(**config.aggregation_settings()),
-      hparams=config.algorithm_hparams,
-      with_attacks=config.faults.update_attacks), context.task)
+      hparams=config.algorithm_hparams, with_attacks=config.faults.update_attacks,
+      scheduled_client_lr=schedules.scheduled_client_lr(config)), context.task)
 
 
 def _build_tff(context: BackendContext) -> RoundRunner:

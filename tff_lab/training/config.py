@@ -24,6 +24,7 @@ from tff_lab.aggregators import registry as aggregators_registry
 # cycle that only resolves when the algorithms are imported first.
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.algorithms import schedules
 from tff_lab import faults as faults_lib
 from tff_lab import plugins as plugins_lib
 from tff_lab import runtime
@@ -52,6 +53,9 @@ class ExperimentConfig:
     algorithm: One of `tff_lab.algorithms.ALGORITHMS`.
     client_optimizer / client_learning_rate / client_optimizer_hparams: Local optimiser.
     server_optimizer / server_learning_rate / server_optimizer_hparams: Server optimiser.
+    client_lr_schedule / server_lr_schedule: Per-round learning-rate schedules: the settings
+      of `tff_lab.algorithms.schedules.LearningRateSchedule` that differ from its defaults
+      (`{'schedule': 'step', 'decay_rate': 0.1, 'decay_rounds': 50}`; empty: constant).
     algorithm_hparams: The algorithm's hyperparameters that differ from its defaults, by name
       (its spec's `hparams`, e.g. `{'mu': 1.0}` for FedProx; `--<name>` flags).
     rounds: Total number of rounds.
@@ -97,6 +101,8 @@ class ExperimentConfig:
   server_optimizer: str = 'sgd'
   server_learning_rate: float = 1.0
   server_optimizer_hparams: dict = dataclasses.field(default_factory=dict)
+  client_lr_schedule: dict = dataclasses.field(default_factory=dict)
+  server_lr_schedule: dict = dataclasses.field(default_factory=dict)
   algorithm_hparams: dict = dataclasses.field(default_factory=dict)
   rounds: int = 60
   clients_per_round: int = 10
@@ -191,6 +197,7 @@ class ExperimentConfig:
       algorithms_registry.hparams_of(self)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+    self._check_schedules(spec)
     try:
       self.faults.validate(self.clients_per_round)
     except ValueError as e:
@@ -237,6 +244,23 @@ class ExperimentConfig:
     _require(bool(self.experiment_name) and os.sep not in self.experiment_name,
              f'experiment_name must be a non-empty name without {os.sep!r}, '
              f'got {self.experiment_name!r}')
+
+  def _check_schedules(self, spec) -> None:
+    """The learning-rate schedules: valid settings, and a client one only where it applies."""
+    for role in schedules.ROLES:
+      settings = getattr(self, f'{role}_lr_schedule')
+      _require(isinstance(settings, dict), f'{role}_lr_schedule must be a dict of schedule '
+               f'settings, got {settings!r}')
+      try:
+        schedule = schedules.of_config(self, role)
+      except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+      if role == 'client' and not schedule.is_constant:
+        takers = [n for n in algorithms_registry.names()
+                  if algorithms_registry.get(n).supports_client_lr_schedule]
+        _require(spec.supports_client_lr_schedule,
+                 f'--client_lr_schedule applies to --algorithm={"|".join(takers)}, not '
+                 f'{self.algorithm} (schedule the server rate with --server_lr_schedule)')
 
   def _check_registered_aggregator(self, spec) -> None:
     """Builds a registered aggregator's factory (no tracing) to check its options and that it is

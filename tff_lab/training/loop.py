@@ -41,6 +41,7 @@ from tff_lab import runtime
 from tff_lab.aggregators import dp as dp_lib
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
+from tff_lab.algorithms import schedules
 from tff_lab.evaluation import centralized
 from tff_lab.evaluation import federated
 from tff_lab.metrics import plotting
@@ -153,7 +154,8 @@ def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
       config.algorithm, task, client_opt, _server_optimizer(config),
       hparams=config.algorithm_hparams,
       model_aggregator=create_model_aggregator(config, model_aggregator),
-      with_attacks=config.faults.update_attacks, state_only=True)
+      with_attacks=config.faults.update_attacks, state_only=True,
+      scheduled_client_lr=schedules.scheduled_client_lr(config))
 
 
 def _flatten(prefix: str, value: Any, out: dict) -> None:
@@ -293,8 +295,9 @@ def _build_runner(config, task, process, model_aggregator):
   """
   spec = algorithms_registry.get(config.algorithm)
   client_store = spec.initial_store(task) if spec.client_state else None
-  return backends.build_runner(
-      backends.BackendContext(config, task, process, model_aggregator, client_store)), client_store
+  runner = backends.build_runner(
+      backends.BackendContext(config, task, process, model_aggregator, client_store))
+  return schedules.ScheduledRunner.wrap(runner, config), client_store
 
 
 # Shown in the progress bar, where released.
