@@ -163,6 +163,7 @@ def test_feddyn_runs_from_the_loop_and_resumes_bit_identically_with_its_state(tm
     ({'client_optimizer': 'sgdm'}, 'runs client SGD'),
     ({'server_optimizer': 'adam'}, 'server SGD at rate 1'),
     ({'server_learning_rate': 0.5}, 'server SGD at rate 1'),
+    ({'server_lr_schedule': {'schedule': 'step'}}, 'it takes no --server_lr_schedule'),
     ({'aggregation': {'clip_norm': 1.0}}, 'plain mean'),
     ({'aggregation': {'secure_aggregation': True}}, 'plain mean'),
     ({'byzantine_fraction': 0.34}, 'does not simulate update attacks'),

@@ -175,6 +175,9 @@ def check(config) -> None:
   if config.client_optimizer != 'sgd':
     raise ValueError(f'--algorithm=feddyn runs client SGD on its regularised objective, not '
                      f'--client_optimizer={config.client_optimizer}')
+  if getattr(config, 'server_lr_schedule', None):
+    raise ValueError('--algorithm=feddyn sets the server model to mean(θ_k) − h/α itself '
+                     '(server SGD at rate 1): it takes no --server_lr_schedule')
   if config.server_optimizer != 'sgd' or config.server_learning_rate != 1.0:
     raise ValueError(f'--algorithm=feddyn sets the server model to mean(θ_k) − h/α itself '
                      f'(server SGD at rate 1), not --server_optimizer={config.server_optimizer} '
