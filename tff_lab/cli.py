@@ -26,6 +26,7 @@ from absl import logging
 from tff_lab import plugins
 from tff_lab import runtime
 from tff_lab.flags import aggregation_flags
+from tff_lab.flags import async_flags
 from tff_lab.flags import algorithm_flags
 from tff_lab.flags import common_flags
 from tff_lab.flags import section_flags
@@ -91,7 +92,9 @@ _SIMULATION = flags.DEFINE_string('simulation', 'tff',
                                   'clients\' local SGD in one TF program, one client after '
                                   'another (same results, fastest on CPU); vectorized: the same, '
                                   'batched over clients with tf.vectorized_map (sgd clients, '
-                                  'mean aggregation).')
+                                  'mean aggregation); async: FedBuff, buffered asynchronous '
+                                  'aggregation on a simulated clock (--concurrency, '
+                                  '--buffer_size, --staleness, --latency_*).')
 _WORKERS = flags.DEFINE_list('workers', [], 'TFF workers host:port,... started with '
                              'tff-lab-worker; empty: one managed local worker.')
 _WORKER_TIMEOUT = flags.DEFINE_float('worker_timeout', 30.0,
@@ -104,6 +107,7 @@ _PROGRESS = common_flags.define_progress_flag()
 _PLUGIN = plugins.define_plugin_flag()
 
 aggregation_flags.define_aggregation_flags()
+async_flags.define_async_flags()
 algorithm_flags.define_algorithm_flags()
 optimizer_flags.define_optimizer_flags('client', default_learning_rate=0.1)
 optimizer_flags.define_optimizer_flags('server', default_learning_rate=1.0)
@@ -119,6 +123,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
     client = optimizer_flags.optimizer_settings_from_flags('client')
     server = optimizer_flags.optimizer_settings_from_flags('server')
     aggregation = aggregation_flags.aggregation_from_flags()
+    asynchrony = async_flags.asynchrony_from_flags()
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
   return config_lib.ExperimentConfig(
@@ -132,6 +137,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       byzantine_fraction=_BYZANTINE_FRACTION.value, attack=_ATTACK.value,
       attack_scale=_ATTACK_SCALE.value, dropout_fraction=_DROPOUT_FRACTION.value,
       straggler_fraction=_STRAGGLER_FRACTION.value, simulation=_SIMULATION.value,
+      asynchrony=asynchrony,
       aggregation=aggregation, dp_delta=_DP_DELTA.value,
       dp_metrics=_DP_METRICS.value, client_sampling=_CLIENT_SAMPLING.value,
       workers=tuple(_WORKERS.value), worker_timeout=_WORKER_TIMEOUT.value,

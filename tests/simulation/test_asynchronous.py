@@ -261,3 +261,162 @@ def test_resumed_from_a_checkpoint_it_continues_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(a, b)
   with pytest.raises(ValueError, match='holds no asynchronous queue'):
     second.restore_parts({})
+
+
+# Through the binary: bad input is one line and exit 2, before tracing.
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys, tmp_path):
+  """The binary's main in-process; fails the test if TFF tracing starts (as tests/test_cli.py)."""
+  def no_tracing(*args, **kwargs):
+    raise AssertionError('TFF tracing started before the input was rejected')
+
+  monkeypatch.setattr(loop, 'build_process', no_tracing)
+
+  def run(*argv):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(['run_experiment', f'--root_output_dir={tmp_path}', '--noprogress', *argv])
+    with pytest.raises(SystemExit) as exc:
+      cli._main(['run_experiment'])  # pylint: disable=protected-access
+    return exc.value.code, capsys.readouterr().err
+
+  yield run
+  flags.FLAGS.unparse_flags()
+
+
+DIGITS = [f'client_{i:02d}' for i in range(20)]
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--algorithm=scaffold'], '--simulation=async runs fedavg, fedavg_unweighted, fedprox'),
+    (['--algorithm=fedsgd'], 'not --algorithm=fedsgd (stateless local SGD'),
+    (['--client_optimizer=adam'], 'runs client SGD without options, not --client_optimizer=adam'),
+    (['--aggregator=median'], "cannot run the aggregation settings ['aggregator']"),
+    (['--clip_norm=1'], "cannot run the aggregation settings ['clip_norm']"),
+    (['--dropout_fraction=0.2'], 'does not simulate attacks, dropouts or stragglers'),
+    (['--client_sampling=poisson'], '--client_sampling=poisson does not apply'),
+    (['--secure_aggregation'], '--secure_aggregation cannot be combined with --simulation=async'),
+    (['--concurrency=0'], 'concurrency must be a positive integer, got 0'),
+    (['--buffer_size=-2'], 'buffer_size must be a positive integer, got -2'),
+    (['--concurrency=21'], 'concurrency=21 exceeds the 20 training clients'),
+    (['--staleness=linear'], "unknown staleness 'linear'; choose one of"),
+    (['--latency_model=pareto'], "unknown latency_model 'pareto'"),
+    (['--latency_median=0'], 'latency_median must be positive'),
+    (['--latency_sigma=-0.1'], 'latency_sigma must be >= 0'),
+    (['--latency_jitter=-1'], 'latency_jitter must be >= 0'),
+    (['--latency_tail_fraction=0.3'], 'latency_tail_fraction only applies with '
+                                      'latency_model=heavy_tail'),
+    (['--latency_model=heavy_tail', '--latency_tail_fraction=1.5'],
+     'latency_tail_fraction must be in [0, 1]'),
+    (['--latency_model=heavy_tail', '--latency_tail_alpha=0'], 'latency_tail_alpha must be positive'),
+    (['--latency_model=file'], 'latency_model=file needs latency_file'),
+    (['--latency_file=lat.csv'], 'latency_file only applies with latency_model=file'),
+    (['--latency_model=file', '--latency_file=missing.csv'], 'cannot be read'),
+    (['--latency_model=file', '--latency_file=@bad'], 'the header must be client_id,latency or'),
+    (['--latency_model=file', '--latency_file=@unknown'],
+     "names 1 client(s) the task does not have: 'client_99'"),
+    (['--latency_model=file', '--latency_file=@partial'],
+     "gives no latency for 19 of the task's 20 training clients: 'client_01'"),
+    (['--latency_model=file', '--latency_file=@partial', '--latency_sigma=1'],
+     'latency_sigma does not apply with latency_model=file'),
+])
+def test_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, argv, message):
+  files = {'@bad': 'client,speed\nclient_00,1\n',
+           '@unknown': 'client_id,latency\n' + ''.join(f'{c},1\n' for c in DIGITS + ['client_99']),
+           '@partial': 'client_id,speed\nclient_00,2\n'}
+  for i, arg in enumerate(argv):
+    for key, content in files.items():
+      if arg.endswith(key):
+        (tmp_path / 'lat.csv').write_text(content)
+        argv[i] = arg.replace(key, str(tmp_path / 'lat.csv'))
+  code, err = run_cli('--task=digits', '--clients_per_round=4', '--simulation=async', *argv)
+  assert code == 2
+  assert err.count('\n') == 1 and err.startswith('error: '), err
+  assert message in err, err
+
+
+def test_the_latency_settings_are_checked_for_synchronous_runs_too(run_cli):
+  code, err = run_cli('--task=digits', '--latency_model=file')
+  assert code == 2 and 'latency_model=file needs latency_file' in err
+
+
+def test_resuming_a_synchronous_run_asynchronously_is_refused(run_cli, tmp_path):
+  sync = ['--task=digits', '--clients_per_round=4', '--experiment_name=e', '--simulation=tff']
+  from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  config_lib.prepare_experiment_dir(config_lib.ExperimentConfig(
+      task='digits', clients_per_round=4, experiment_name='e', root_output_dir=str(tmp_path),
+      progress=False))
+  code, err = run_cli(*sync[:-1], '--simulation=async')
+  assert code == 2 and err.count('\n') == 1, err
+  assert 'asynchronous (--simulation=async): saved False, given True' in err, err
+  code, err = run_cli(*sync[:-1], '--simulation=fused', '--rounds=0')  # fused may resume tff
+  assert 'rounds must be positive' in err
+
+
+# Through the binary: SIGKILL, then re-run, equals an uninterrupted run (clients in flight).
+
+def _cmd(root, name):
+  return [sys.executable, BINARY, '--task=digits', '--digits_model=mlp', '--rounds=8',
+          '--clients_per_round=3', '--eval_every=0', '--checkpoint_every=2', '--seed=5',
+          '--client_learning_rate=0.05', '--simulation=async', '--concurrency=6',
+          '--buffer_size=2', '--latency_sigma=0.8', f'--root_output_dir={root}',
+          f'--experiment_name={name}', '--noprogress']
+
+
+def _rows(path):
+  lines = path.read_text().splitlines()
+  header = lines[0].split(',')
+  return [dict(zip(header, l.split(','))) for l in lines[1:]]
+
+
+def _run_in_process(argv):
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv[1:])
+  try:
+    cli._main(['run_experiment'])  # pylint: disable=protected-access
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def _async_queue(ckpt_dir, round_num):
+  with np.load(os.path.join(ckpt_dir, f'ckpt_{round_num:06d}.npz')) as data:
+    template = [data[f'leaf_{i:05d}'] for i in range(int(data['num_leaves']))]
+  return checkpoint.read_checkpoint(ckpt_dir, round_num, template).extra['async_queue']
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+  proc = subprocess.Popen(_cmd(tmp_path, 'killed'), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, cwd=REPO)
+  metrics = tmp_path / 'killed' / 'metrics.csv'
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline and proc.poll() is None:
+    if metrics.exists() and metrics.read_text().count('\n') >= 6:  # header + 5 aggregations
+      break
+    time.sleep(0.02)
+  assert proc.poll() is None, 'run finished before it could be killed'
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = len(_rows(metrics))
+  ckpt_dir = str(tmp_path / 'killed' / 'checkpoints')
+  resumed_from = checkpoint.latest_checkpoint(ckpt_dir)
+  assert 0 < resumed_from < 8
+  assert len(_async_queue(ckpt_dir, resumed_from)['in_flight']) == 5  # clients in flight
+  resumed = subprocess.Popen(_cmd(tmp_path, 'killed'), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, cwd=REPO)
+  _run_in_process(_cmd(tmp_path, 'straight'))  # the uninterrupted run, meanwhile
+  _, err = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, err[-2000:]
+
+  a = np.load(tmp_path / 'straight' / 'checkpoints' / 'ckpt_000008.npz')
+  b = np.load(tmp_path / 'killed' / 'checkpoints' / 'ckpt_000008.npz')
+  assert a.files == b.files and any(k.startswith('extra_') for k in a.files)
+  for key in a.files:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=f'{key} differs after resume')
+  rows_a, rows_b = _rows(tmp_path / 'straight' / 'metrics.csv'), _rows(metrics)
+  assert [r['round'] for r in rows_b] == [str(i) for i in range(1, 9)], killed_at
+  assert max(int(r['async/staleness_max']) for r in rows_a) > 0
+  for ra, rb in zip(rows_a, rows_b):
+    for key in ra:
+      if key != 'round_seconds':
+        assert ra[key] == rb[key], (ra['round'], key)
+  assert (tmp_path / 'killed' / asynchronous.PLOT_FILENAME).exists()

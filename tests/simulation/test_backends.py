@@ -17,8 +17,8 @@ def _config(tmp_path, name='e', **kwargs):
 
 
 def test_the_builtin_backends_are_registered():
-  assert list(backends.BACKENDS) == ['tff', 'fused', 'vectorized', 'secure']
-  assert backends.simulation_names() == ('tff', 'fused', 'vectorized')
+  assert list(backends.BACKENDS) == ['tff', 'fused', 'vectorized', 'secure', 'async']
+  assert backends.simulation_names() == ('tff', 'fused', 'vectorized', 'async')
   cfg = config_lib.ExperimentConfig()
   assert backends.backend_name(cfg) == 'tff'
   cfg.aggregation = {'secure_aggregation': True}

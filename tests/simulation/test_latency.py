@@ -1,4 +1,4 @@
-"""Simulated latencies: the seeded models' distributions, the CSV file, and the synchronous clock."""
+"""Simulated latencies: the seeded models' distributions, the CSV file, the synchronous clock."""
 
 import collections
 import math

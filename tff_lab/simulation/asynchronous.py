@@ -452,8 +452,8 @@ def check(config) -> None:
   if spec.local_step is None or spec.client_state or spec.build_runner is not None:
     ok = [n for n in algorithms_registry.names() if _runs_async(algorithms_registry.get(n))]
     raise ValueError(f'--simulation=async runs {", ".join(ok)}, not --algorithm='
-                     f'{config.algorithm} (stateless local SGD: a spec with a local step, no client '
-                     'state and no runner of its own)')
+                     f'{config.algorithm} (stateless local SGD: a spec with a local step, no '
+                     'client state and no runner of its own)')
   if config.client_optimizer != 'sgd' or config.client_optimizer_hparams:
     raise ValueError(f'--simulation=async runs client SGD without options, not '
                      f'--client_optimizer={config.client_optimizer} '

@@ -14,6 +14,14 @@ The registered backends (`BACKENDS`):
   (`tff_lab.algorithms.vectorized`; same mathematics, to float32 round-off).
 * `secure`: clients train in TFF and the real secure aggregation protocol sums their updates
   (`tff_lab.algorithms.secure_rounds`); chosen whenever `secure_aggregation` is set.
+* `async`: FedBuff's buffered asynchronous aggregation on a simulated clock
+  (`tff_lab.simulation.asynchronous`); one `next` is one aggregation.
+
+Every synchronous runner is wrapped in `latency.ClockedRunner`, which adds `simulated_time` from
+the same latency model (a round lasts as long as its slowest reporting client), so accuracy
+against simulated time compares across backends. Runners that keep state beyond TFF's (the
+asynchronous queue, the clock) give `checkpoint_parts()` / `restore_parts(extra)`, which the
+loop saves in and restores from the checkpoints' extra parts.
 
 Each backend has a `check(config)` that refuses, in one line and before any tracing, what it
 cannot run; `ExperimentConfig.validate` calls the check of the backend the config selects
@@ -34,6 +42,8 @@ from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.algorithms import schedules
 from tff_lab.algorithms import secure_rounds
 from tff_lab.algorithms import vectorized
+from tff_lab.simulation import asynchronous
+from tff_lab.simulation import latency
 from tff_lab.simulation import plan as plan_lib
 from tff_lab.tasks import task as task_lib
 
@@ -123,8 +133,11 @@ def check(config) -> None:
 
 
 def build_runner(context: BackendContext) -> RoundRunner:
-  """The runner of the backend `context.config` selects (tracing happens here)."""
-  return get(backend_name(context.config)).build(context)
+  """The runner of the backend `context.config` selects (tracing happens here), with a clock."""
+  runner = get(backend_name(context.config)).build(context)
+  if getattr(runner, 'simulates_clock', False):
+    return runner
+  return latency.ClockedRunner(runner, asynchronous.latency_model_of(context.config, context.task))
 
 
 def _client_optimizer(config) -> tff.learning.optimizers.Optimizer:
@@ -256,3 +269,5 @@ register(Backend('vectorized', 'all clients in one TF program, batched with tf.v
                  _check_in_graph, _build_in_graph))
 register(Backend('secure', 'clients in TFF, updates summed by the secure aggregation protocol',
                  _check_secure, _build_secure))
+register(Backend('async', 'FedBuff: buffered asynchronous aggregation on a simulated clock',
+                 asynchronous.check, asynchronous.build_runner))

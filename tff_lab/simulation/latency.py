@@ -111,9 +111,10 @@ def check_file_clients(path: str, latencies: dict, client_ids: Sequence[str]) ->
                            f'{", ..." if len(unknown) > 3 else ""}')
   missing = [c for c in client_ids if c not in latencies]
   if missing:
+    more = ', ...' if len(missing) > 3 else ''
     raise LatencyFileError(f'latency file {path!r} gives no latency for {len(missing)} of the '
                            f'task\'s {len(client_ids)} training clients: '
-                           f'{", ".join(map(repr, missing[:3]))}{", ..." if len(missing) > 3 else ""}')
+                           f'{", ".join(map(repr, missing[:3]))}{more}')
 
 
 class LatencyModel:

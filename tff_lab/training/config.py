@@ -29,6 +29,7 @@ from tff_lab import faults as faults_lib
 from tff_lab import plugins as plugins_lib
 from tff_lab import runtime
 from tff_lab.privacy import release as release_lib
+from tff_lab.simulation import asynchronous
 from tff_lab.simulation import backends
 from tff_lab.simulation import sampling as sampling_lib
 from tff_lab.tasks import registry as tasks_registry
@@ -80,7 +81,12 @@ class ExperimentConfig:
       sample size varies). ε is accounted for the scheme used.
     simulation: `tff` runs each round through TFF's runtime; `fused` trains all sampled clients
       in one TF program, one after another (`tff_lab.algorithms.vectorized`; same results, the
-      fastest on CPU); `vectorized` does too, batched over clients with `tf.vectorized_map`.
+      fastest on CPU); `vectorized` does too, batched over clients with `tf.vectorized_map`;
+      `async` runs FedBuff's asynchronous aggregation on a simulated clock
+      (`tff_lab.simulation.asynchronous`). Only `async` changes results.
+    asynchrony: Asynchronous-simulation settings that differ from
+      `tff_lab.simulation.asynchronous.AsyncSettings`'s defaults (concurrency, buffer_size,
+      staleness, latency_*); the latency model also gives synchronous runs `simulated_time`.
     workers: `host:port` of TFF workers started with `tff-lab-worker`; empty: one managed local
       worker. Results equal a local run (to float32 round-off with 3+ workers).
     worker_timeout: Seconds to wait for a dead worker to come back before failing the round.
@@ -123,6 +129,7 @@ class ExperimentConfig:
   dp_metrics: str = 'withheld'
   client_sampling: str = 'fixed'
   simulation: str = 'tff'
+  asynchrony: dict = dataclasses.field(default_factory=dict)
   root_output_dir: str = 'runs'
   experiment_name: str = 'experiment'
   workers: tuple = ()
@@ -235,6 +242,10 @@ class ExperimentConfig:
                '--max_concurrent_clients applies to the local worker; with --workers set it on '
                'each tff-lab-worker')
     _require(self.worker_timeout > 0, f'worker_timeout must be positive, got {self.worker_timeout}')
+    try:
+      asynchronous.AsyncSettings.from_dict(self.asynchrony)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(str(e)) from None
     try:  # what the backend this config selects, and the algorithm itself, cannot run
       backends.check(self)
       if spec.check is not None:
@@ -295,7 +306,8 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _comparable(config: dict) -> dict:
-  config = dict({'plugins': [], 'algorithm_hparams': {}}, **config)  # older config.json files
+  config = dict({'plugins': [], 'algorithm_hparams': {}, 'asynchrony': {}},
+                **config)  # older config.json files
   hparams = dict(config['algorithm_hparams'])
   if 'mu' in config:  # before algorithm_hparams, FedProx's mu was a setting of its own
     hparams.setdefault('mu', config.pop('mu'))
@@ -306,6 +318,9 @@ def _comparable(config: dict) -> dict:
   config['algorithm_hparams'] = {k: v for k, v in sorted(hparams.items())
                                  if not (k in defaults and v == defaults[k].default)
                                  and not (k == 'mu' and k not in defaults and v == 0)}
+  # Backends compute the same rounds, and `simulation` may change on resuming, but not to or
+  # from asynchronous rounds.
+  config['asynchronous (--simulation=async)'] = config.get('simulation') == 'async'
   return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
 
 

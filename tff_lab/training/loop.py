@@ -47,6 +47,7 @@ from tff_lab.evaluation import federated
 from tff_lab.metrics import plotting
 from tff_lab.metrics import writers
 from tff_lab.privacy import ledger as ledger_lib
+from tff_lab.simulation import asynchronous
 from tff_lab.simulation import backends
 from tff_lab.simulation import plan as plan_lib
 from tff_lab.tasks import registry as tasks_registry
@@ -200,19 +201,43 @@ def _checkpoint_extra(client_store) -> Optional[dict]:
   return None if client_store is None else {'client_store': client_store.to_checkpoint()}
 
 
-def _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store=None):
+def _with_runner_parts(runner, extra: Optional[dict]) -> Optional[dict]:
+  """`extra` plus the parts a runner keeps beyond TFF's state (`checkpoint_parts`: the
+  asynchronous queue, the simulated clock; `tff_lab.simulation.backends`)."""
+  parts = getattr(runner, 'checkpoint_parts', None)
+  if parts is None:
+    return extra
+  return dict(extra or {}, **parts())
+
+
+def _extra(runner, client_store, *args) -> Optional[dict]:
+  return _with_runner_parts(runner, _checkpoint_extra(client_store, *args))
+
+
+def _restore_runner_parts(runner, extra) -> None:
+  """Restores what `_with_runner_parts` saved; one line for a checkpoint of another backend."""
+  restore = getattr(runner, 'restore_parts', None)
+  if restore is not None:
+    try:
+      restore(extra)
+    except ValueError as e:
+      raise config_lib.ConfigError(str(e)) from None
+
+
+def _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store=None, runner=None):
   """The state to start from (and `client_store` restored with it), and its round."""
   template = process.initialize()
   # The newest good checkpoint: damaged newer ones are moved aside, with one warning line.
   restored = checkpoint.restore_latest(ckpt_dir, template)
   if restored is not None:
     csv_writer.truncate_after(restored.round_num)
+    _restore_runner_parts(runner, restored.extra)
     if client_store is not None:
       client_store.restore(restored.extra['client_store'])
     return restored.state, restored.round_num
   state = process.set_model_weights(template, initial_model_weights(task, config.seed))
   csv_writer.truncate_after(0)
-  checkpoint.save_checkpoint(ckpt_dir, 0, state, extra=_checkpoint_extra(client_store))
+  checkpoint.save_checkpoint(ckpt_dir, 0, state, extra=_extra(runner, client_store))
   return state, 0
 
 
@@ -269,6 +294,7 @@ def _write_final_outputs(config, task, process, state, exp_dir, csv_path, fed_ev
     last.update(release.apply(_evaluate(task, weights, fed_eval, keras_model)))
   plotting.plot_curves(csv_path, os.path.join(exp_dir, 'curves.png'),
                        title=f'{task.description} — {config.algorithm}')
+  asynchronous.write_time_plot(config)  # accuracy vs simulated time, after an async run
   final_model = centralized.keras_model_with_weights(task, weights)
   final_model.save(os.path.join(exp_dir, 'final_model.keras'))
   summary = collections.OrderedDict(
@@ -318,6 +344,10 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   check_model_aggregator(config, model_aggregator)
   task = build_task(config)
   config.validate_against_task(len(task.train_data.client_ids), task.prediction_kind)
+  try:  # the latency file names the task's clients; async concurrency fits them
+    asynchronous.check_against_task(config, task)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
   exp_dir = config_lib.prepare_experiment_dir(config)
   ckpt_dir = os.path.join(exp_dir, 'checkpoints')
   csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
@@ -327,7 +357,8 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   runner, client_store = _build_runner(config, task, process, model_aggregator)
   fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
   keras_model = task.model_fn()
-  state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store)
+  state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store,
+                                        runner=runner)
   tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'), resume_at=start_round)
   # Only the mechanism that adds the noise is accounted for, as the runner that applies it
   # declares it; under DP the release also picks the (secret) sampling entropy.
@@ -351,7 +382,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
       tb_writer.write(round_num, metrics)
       if round_num % config.checkpoint_every == 0 or round_num == config.rounds:
         checkpoint.save_checkpoint(ckpt_dir, round_num, state,
-                                   extra=_checkpoint_extra(client_store))
+                                   extra=_extra(runner, client_store))
       last.update(metrics)
       bar.set_postfix(collections.OrderedDict(
           (k, f'{last[k]:.4f}') for k in _SHOWN if k in last))
