@@ -296,6 +296,7 @@ DIGITS = [f'client_{i:02d}' for i in range(20)]
     (['--dropout_fraction=0.2'], 'does not simulate attacks, dropouts or stragglers'),
     (['--client_sampling=poisson'], '--client_sampling=poisson does not apply'),
     (['--secure_aggregation'], '--secure_aggregation cannot be combined with --simulation=async'),
+    (['--client_lr_schedule=step'], 'a --client_lr_schedule does not apply'),
     (['--concurrency=0'], 'concurrency must be a positive integer, got 0'),
     (['--buffer_size=-2'], 'buffer_size must be a positive integer, got -2'),
     (['--concurrency=21'], 'concurrency=21 exceeds the 20 training clients'),

@@ -49,7 +49,7 @@ and every finished sibling run of the same experiment on another backend.
 Scope (`check`): stateless local-SGD algorithms (a spec with a `local_step`, no client state and no
 runner of its own: fedavg, fedavg_unweighted, fedprox), client SGD, the plain mean (no
 aggregation settings), fixed-size sampling, no simulated faults (slow clients are what the latency
-model simulates).
+model simulates), no client learning-rate schedule (a server schedule applies per aggregation).
 """
 
 import bisect
@@ -468,6 +468,10 @@ def check(config) -> None:
   if config.client_sampling != 'fixed':
     raise ValueError('--simulation=async samples each dispatch wave uniformly from the idle '
                      'clients; --client_sampling=poisson does not apply')
+  if getattr(config, 'client_lr_schedule', None):
+    raise ValueError('--simulation=async trains every client at --client_learning_rate; a '
+                     '--client_lr_schedule does not apply (--server_lr_schedule does, per '
+                     'aggregation)')
 
 
 def _runs_async(spec: spec_lib.AlgorithmSpec) -> bool:
