@@ -58,6 +58,13 @@ _CLIENT_SHUFFLE_BUFFER = flags.DEFINE_integer('client_shuffle_buffer',
                                               'Shuffle buffer of client datasets (1: no shuffle).')
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', _DEFAULTS.eval_every,
                                    'Evaluate every k rounds (0: only never).')
+_FINETUNE_EPOCHS = flags.DEFINE_integer(
+    'finetune_epochs', _DEFAULTS.finetune_epochs, 'Per-client report: also evaluate the global '
+    'model after k local epochs on each test client\'s training split (0: off).')
+_LOCAL_BASELINE_EPOCHS = flags.DEFINE_integer(
+    'local_baseline_epochs', _DEFAULTS.local_baseline_epochs, 'Per-client report: the '
+    'fraction of clients beating a model trained alone this many epochs from the initial model '
+    '(0: off).')
 _CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', _DEFAULTS.checkpoint_every,
                                          'Checkpoint every k rounds.')
 _SEED = flags.DEFINE_integer('seed', _DEFAULTS.seed, 'Seed of initialisation, sampling, shuffling.')
@@ -133,6 +140,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       client_epochs=_CLIENT_EPOCHS.value, client_batch_size=_CLIENT_BATCH_SIZE.value,
       client_max_elements=_CLIENT_MAX_ELEMENTS.value,
       client_shuffle_buffer=_CLIENT_SHUFFLE_BUFFER.value, eval_every=_EVAL_EVERY.value,
+      finetune_epochs=_FINETUNE_EPOCHS.value, local_baseline_epochs=_LOCAL_BASELINE_EPOCHS.value,
       checkpoint_every=_CHECKPOINT_EVERY.value, seed=_SEED.value,
       byzantine_fraction=_BYZANTINE_FRACTION.value, attack=_ATTACK.value,
       attack_scale=_ATTACK_SCALE.value, dropout_fraction=_DROPOUT_FRACTION.value,

@@ -2,15 +2,21 @@
 regression; the distribution and gain statistics; TFF's personalisation evaluation agrees."""
 
 import collections
+import csv
+import dataclasses
 import os
 
+from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_lab import cli
 from tff_lab import tasks
 from tff_lab.evaluation import personalization
+from tff_lab.training import config as config_lib
+from tff_lab.training import loop
 
 LR, EPOCHS = 0.1, 2
 
@@ -155,7 +161,7 @@ def test_report_metrics_and_rows():
 def test_client_report_caches_its_baseline_and_writes_its_files(task, tmp_path, monkeypatch):
   initial = _weights(5)
   report = personalization.ClientReport(task, initial, LR, seed=0, finetune_epochs=1,
-                                        local_baseline_epochs=EPOCHS)
+                                        local_baseline_epochs=EPOCHS, personalized=True)
   calls = []
   real = personalization.train_locally
   monkeypatch.setattr(personalization, 'train_locally',
@@ -181,11 +187,107 @@ def test_client_report_caches_its_baseline_and_writes_its_files(task, tmp_path, 
 
 def test_local_training_of_clients_without_training_data_is_refused_in_one_line():
   task = tasks.create_task('seed_linear', {'num_clients': 4})
-  task = task.__class__(**dict(task.__dict__, test_data=tff.simulation.datasets.TestClientData(
+  task = dataclasses.replace(task, test_data=tff.simulation.datasets.TestClientData(
       {'stranger': collections.OrderedDict(x=np.zeros((2, 2), np.float32),
-                                           y=np.zeros((2, 1), np.float32))})))
+                                           y=np.zeros((2, 1), np.float32))}))
   with pytest.raises(ValueError, match="--finetune_epochs trains each evaluation client.*'stranger'"):
     personalization.check_task(task, finetune_epochs=1)
   personalization.check_task(task)  # nothing asked, nothing to check
   with pytest.raises(ValueError, match='epochs must be an integer >= 1'):
     personalization.train_locally(task, None, [], 0, 0.1)
+
+
+def _config(tmp_path, name, rounds, **kwargs):
+  settings = dict(
+      task='digits', task_options={'num_clients': 6, 'model': 'mlp'}, algorithm='ditto',
+      algorithm_hparams={'ditto_lambda': 0.5}, rounds=rounds, clients_per_round=3,
+      eval_every=2, checkpoint_every=2, finetune_epochs=1, local_baseline_epochs=2,
+      root_output_dir=str(tmp_path), experiment_name=name, progress=False)
+  settings.update(kwargs)
+  return config_lib.ExperimentConfig(**settings)
+
+
+def _rows(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_the_loop_reports_every_model_and_resumes_with_its_cached_baseline(tmp_path,
+                                                                          monkeypatch):
+  calls = []
+  real = personalization.train_locally
+  monkeypatch.setattr(personalization, 'train_locally',
+                      lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+  summary = loop.run_experiment(_config(tmp_path, 'straight', 3))
+  assert calls == [1, 2, 1]  # fine-tuning at rounds 2 and 3, the local baseline once
+  calls.clear()
+  loop.run_experiment(_config(tmp_path, 'resumed', 2))  # evaluates at round 2; checkpoint 2
+  loop.run_experiment(_config(tmp_path, 'resumed', 3))  # resumes from 2, evaluates at 3
+  # Round 2: fine-tuning and the baseline; round 3 after resuming: fine-tuning only, the
+  # baseline coming from checkpoint 2.
+  assert calls == [1, 2, 1]
+  straight = _rows(tmp_path / 'straight' / 'metrics.csv')
+  resumed = _rows(tmp_path / 'resumed' / 'metrics.csv')
+  report = [k for k in straight[-1] if k.startswith(('fed_eval_global_', 'fed_eval_personal_',
+                                                     'fed_eval_finetuned_', 'fed_eval_local_'))]
+  assert {f'fed_eval_{m}_accuracy_{s}' for m in ('global', 'personal', 'finetuned', 'local')
+          for s in ('mean', 'var', 'p10', 'p50', 'p90', 'worst')} <= set(report)
+  assert {'fed_eval_personal_gain_fraction', 'fed_eval_finetuned_gain_fraction'} <= set(report)
+  assert [straight[-1][k] for k in report] == [resumed[-1][k] for k in report]
+  assert straight[1]['fed_eval_local_accuracy_mean'] == straight[2]['fed_eval_local_accuracy_mean']
+  # The global model's distribution is the federated evaluation's, from exact values.
+  last = straight[-1]
+  assert float(last['fed_eval_global_accuracy_mean']) == pytest.approx(
+      float(last['fed_eval_client_accuracy_mean']), abs=1e-6)
+  assert float(last['fed_eval_global_accuracy_p10']) == pytest.approx(
+      float(last['fed_eval_client_accuracy_p10']), abs=2e-3)
+  clients = _rows(tmp_path / 'straight' / 'clients.csv')
+  assert len(clients) == 6 and {'personal_accuracy', 'finetuned_gain'} <= set(clients[0])
+  assert np.mean([float(r['global_accuracy']) for r in clients]) == pytest.approx(
+      float(last['fed_eval_global_accuracy_mean']))
+  assert {'clients.csv', 'client_accuracy.png'} <= set(summary['files'])
+  assert (tmp_path / 'straight' / 'client_accuracy.png').stat().st_size > 1000
+
+
+@pytest.mark.parametrize('settings, message', [
+    ({'finetune_epochs': -1}, 'finetune_epochs must be an integer >= 0'),
+    ({'local_baseline_epochs': 1.5}, 'local_baseline_epochs must be an integer >= 0'),
+    ({'local_baseline_epochs': True}, 'local_baseline_epochs must be an integer >= 0'),
+    ({'finetune_epochs': 2, 'eval_every': 0}, 'finetune_epochs=2 is part of evaluation'),
+])
+def test_bad_report_settings_are_refused_in_one_line(tmp_path, settings, message):
+  with pytest.raises(config_lib.ConfigError, match=message) as info:
+    loop.run_experiment(_config(tmp_path, 'bad', 2, **settings))
+  assert '\n' not in str(info.value)
+  assert not (tmp_path / 'bad').exists()
+
+
+def test_local_training_without_training_splits_is_refused_before_tracing(tmp_path,
+                                                                         monkeypatch):
+  task = tasks.create_task('digits', {'num_clients': 6, 'model': 'mlp'})
+  stranger = dataclasses.replace(task, test_data=tff.simulation.datasets.TestClientData(
+      {'stranger': collections.OrderedDict(x=np.zeros((2, 8, 8, 1), np.float32),
+                                           y=np.zeros((2,), np.int64))}))
+  monkeypatch.setattr(loop, 'build_task', lambda config: stranger)
+  monkeypatch.setattr(loop, 'build_process', lambda *a, **k: pytest.fail('traced'))
+  with pytest.raises(config_lib.ConfigError, match='--finetune_epochs trains each evaluation'):
+    loop.run_experiment(_config(tmp_path, 'bad', 2))
+
+
+def test_cli_flags_reach_the_config_and_bad_values_exit_2(monkeypatch, capsys, tmp_path):
+  monkeypatch.setattr(loop, 'build_process', lambda *a, **k: pytest.fail('traced'))
+  try:
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(['run_experiment', '--finetune_epochs=3', '--local_baseline_epochs=4'])
+    config = cli.config_from_flags()
+    assert (config.finetune_epochs, config.local_baseline_epochs) == (3, 4)
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(['run_experiment', f'--root_output_dir={tmp_path}', '--noprogress',
+                 '--local_baseline_epochs=-2'])
+    with pytest.raises(SystemExit) as exc:
+      cli._main(['run_experiment'])  # pylint: disable=protected-access
+  finally:
+    flags.FLAGS.unparse_flags()
+  err = capsys.readouterr().err
+  assert exc.value.code == 2 and err.count('\n') == 1
+  assert 'local_baseline_epochs must be an integer >= 0' in err

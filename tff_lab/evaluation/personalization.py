@@ -328,7 +328,8 @@ class ClientReport:
   """
 
   def __init__(self, task: task_lib.Task, initial_weights, learning_rate: float, seed: int,
-               finetune_epochs: int = 0, local_baseline_epochs: int = 0):
+               finetune_epochs: int = 0, local_baseline_epochs: int = 0,
+               personalized: bool = False):
     """Builds the report's TFF computations (tracing).
 
     Args:
@@ -338,6 +339,7 @@ class ClientReport:
       seed: Seeds the local training's shuffling.
       finetune_epochs: k of the fine-tuned model; 0: none.
       local_baseline_epochs: E of the local baseline; 0: none.
+      personalized: The algorithm has personalised models (`evaluate` is then given them).
     """
     check_task(task, finetune_epochs, local_baseline_epochs)
     self._task = task
@@ -348,7 +350,10 @@ class ClientReport:
     self.local_baseline_epochs = int(local_baseline_epochs)
     self.client_ids = list(task.test_data.client_ids)
     self._eval = build_per_client_evaluation(task)
-    self._eval_own = None  # built when an algorithm first gives personal models
+    # Every computation is built here: tracing makes TF1 graphs, which invalidate Keras models
+    # made earlier (the training loop builds the report before its own Keras model).
+    self._eval_own = (build_per_client_evaluation(task, per_client_weights=True)
+                      if personalized else None)
     self._local = (build_finetune_evaluation(task, self._lr)
                    if finetune_epochs or local_baseline_epochs else None)
     self.baseline: Optional[list] = None
@@ -377,7 +382,7 @@ class ClientReport:
     results['global'] = evaluate_each(self._task, global_weights, self.client_ids, self._eval)
     if personal_model_weights is not None:
       if self._eval_own is None:
-        self._eval_own = build_per_client_evaluation(self._task, per_client_weights=True)
+        raise ValueError('ClientReport was built with personalized=False')
       personal = [personal_model_weights(global_weights, c) for c in self.client_ids]
       results['personal'] = evaluate_each(self._task, personal, self.client_ids, self._eval_own,
                                           per_client_weights=True)

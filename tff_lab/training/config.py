@@ -41,7 +41,8 @@ class ConfigError(ValueError):
 
 # Settings that may differ when resuming: they do not change what is computed per round.
 RESUMABLE_KEYS = ('rounds', 'root_output_dir', 'experiment_name', 'max_concurrent_clients',
-                  'overwrite', 'progress', 'simulation', 'workers', 'worker_timeout')
+                  'overwrite', 'progress', 'simulation', 'workers', 'worker_timeout',
+                  'finetune_epochs', 'local_baseline_epochs')
 
 
 @dataclasses.dataclass
@@ -64,6 +65,11 @@ class ExperimentConfig:
     client_epochs / client_batch_size / client_max_elements / client_shuffle_buffer: The client
       preprocessing (TFF's ClientSpec).
     eval_every: Evaluate every k rounds (and after the last round); 0 disables evaluation.
+    finetune_epochs / local_baseline_epochs: The per-client report
+      (`tff_lab.evaluation.personalization`) also evaluates the global model fine-tuned this many
+      local epochs on each test client, and compares every model with each client's model
+      trained alone this many epochs from the initial model; 0: off. Evaluation only (they may
+      change when resuming).
     checkpoint_every: Checkpoint every k rounds (and after the last round).
     seed: Seeds model initialisation, client sampling and client shuffling.
     root_output_dir / experiment_name: Output goes to `<root_output_dir>/<experiment_name>/`.
@@ -117,6 +123,8 @@ class ExperimentConfig:
   client_max_elements: Optional[int] = None
   client_shuffle_buffer: int = 1000
   eval_every: int = 5
+  finetune_epochs: int = 0
+  local_baseline_epochs: int = 0
   checkpoint_every: int = 5
   seed: int = 0
   byzantine_fraction: float = 0.0
@@ -191,6 +199,12 @@ class ExperimentConfig:
     for name in ('client_learning_rate', 'server_learning_rate'):
       _require(getattr(self, name) > 0, f'{name} must be positive, got {getattr(self, name)}')
     _require(self.eval_every >= 0, f'eval_every must be >= 0 (0 disables), got {self.eval_every}')
+    for name in ('finetune_epochs', 'local_baseline_epochs'):
+      value = getattr(self, name)
+      _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+               f'{name} must be an integer >= 0 (0: off), got {value!r}')
+      _require(value == 0 or self.eval_every > 0,
+               f'{name}={value} is part of evaluation; it needs eval_every > 0')
     _require(isinstance(self.seed, int) and not isinstance(self.seed, bool)
              and 0 <= self.seed <= 2**32 - 1, f'seed must be an integer in [0, 2**32 - 1], got '
              f'{self.seed!r}')

@@ -44,6 +44,7 @@ from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.algorithms import schedules
 from tff_lab.evaluation import centralized
 from tff_lab.evaluation import federated
+from tff_lab.evaluation import personalization
 from tff_lab.metrics import plotting
 from tff_lab.metrics import writers
 from tff_lab.privacy import ledger as ledger_lib
@@ -196,9 +197,14 @@ def round_metrics(process_metrics: Any) -> 'collections.OrderedDict[str, Any]':
   return named
 
 
-def _checkpoint_extra(client_store) -> Optional[dict]:
-  """What a checkpoint carries beside the TFF state: the client store, if the algorithm has one."""
-  return None if client_store is None else {'client_store': client_store.to_checkpoint()}
+def _checkpoint_extra(client_store, report=None) -> Optional[dict]:
+  """What a checkpoint carries beside the TFF state: the client store, if the algorithm has one,
+  and the per-client report's local baseline once computed."""
+  extra = {} if client_store is None else {'client_store': client_store.to_checkpoint()}
+  baseline = None if report is None else report.to_checkpoint()
+  if baseline is not None:
+    extra['client_report'] = baseline
+  return extra or None
 
 
 def _with_runner_parts(runner, extra: Optional[dict]) -> Optional[dict]:
@@ -224,8 +230,9 @@ def _restore_runner_parts(runner, extra) -> None:
       raise config_lib.ConfigError(str(e)) from None
 
 
-def _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store=None, runner=None):
-  """The state to start from (and `client_store` restored with it), and its round."""
+def _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store=None,
+                     report=None, runner=None):
+  """The state to start from (and `client_store`, `report` restored with it), and its round."""
   template = process.initialize()
   # The newest good checkpoint: damaged newer ones are moved aside, with one warning line.
   restored = checkpoint.restore_latest(ckpt_dir, template)
@@ -234,6 +241,8 @@ def _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store=N
     _restore_runner_parts(runner, restored.extra)
     if client_store is not None:
       client_store.restore(restored.extra['client_store'])
+    if report is not None:
+      report.restore((restored.extra or {}).get('client_report'))
     return restored.state, restored.round_num
   state = process.set_model_weights(template, initial_model_weights(task, config.seed))
   csv_writer.truncate_after(0)
@@ -286,12 +295,15 @@ def _train_round(runner: backends.RoundRunner, state: Any, plan: plan_lib.RoundP
 
 
 def _write_final_outputs(config, task, process, state, exp_dir, csv_path, fed_eval, keras_model,
-                         last, start_round, started, release
+                         last, start_round, started, release, report=None, personal=None
                          ) -> 'collections.OrderedDict[str, Any]':
-  """curves.png, final_model.keras and summary.json (after a final evaluation if missing)."""
+  """curves.png, final_model.keras and summary.json (after a final evaluation if missing), and
+  the per-client report's clients.csv and client_accuracy.png unless DP withholds them."""
   weights = process.get_model_weights(state)
   if fed_eval is not None and not any(k.startswith('central_eval_') for k in last):
-    last.update(release.apply(_evaluate(task, weights, fed_eval, keras_model)))
+    metrics = _evaluate(task, weights, fed_eval, keras_model)
+    metrics.update(report.evaluate(weights, personal))
+    last.update(release.apply(metrics))
   plotting.plot_curves(csv_path, os.path.join(exp_dir, 'curves.png'),
                        title=f'{task.description} — {config.algorithm}')
   asynchronous.write_time_plot(config)  # accuracy vs simulated time, after an async run
@@ -304,6 +316,8 @@ def _write_final_outputs(config, task, process, state, exp_dir, csv_path, fed_ev
           (k, v) for k, v in last.items() if isinstance(v, (int, float))),
       files=['metrics.csv', 'tensorboard/', 'curves.png', 'summary.json', 'final_model.keras',
              'checkpoints/', 'config.json'])
+  if report is not None and (not release.dp or config.dp_metrics == 'public'):
+    summary['files'] += report.write_final(exp_dir, f'{task.description} — {config.algorithm}')
   privacy = release.summary()
   if privacy is not None:
     summary['privacy'] = privacy
@@ -324,6 +338,18 @@ def _build_runner(config, task, process, model_aggregator):
   runner = backends.build_runner(
       backends.BackendContext(config, task, process, model_aggregator, client_store))
   return schedules.ScheduledRunner.wrap(runner, config), client_store
+
+
+def _build_report(config, task, personalized: bool
+                  ) -> Optional[personalization.ClientReport]:
+  """The per-client report evaluated with every evaluation (None without evaluation)."""
+  if not config.eval_every:
+    return None
+  initial = (initial_model_weights(task, config.seed) if config.local_baseline_epochs else None)
+  return personalization.ClientReport(
+      task, initial, config.client_learning_rate, config.seed,
+      finetune_epochs=config.finetune_epochs, local_baseline_epochs=config.local_baseline_epochs,
+      personalized=personalized)
 
 
 # Shown in the progress bar, where released.
@@ -348,6 +374,10 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
     asynchronous.check_against_task(config, task)
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
+  try:  # local fine-tuning and baselines train each test client on its training split
+    personalization.check_task(task, config.finetune_epochs, config.local_baseline_epochs)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
   exp_dir = config_lib.prepare_experiment_dir(config)
   ckpt_dir = os.path.join(exp_dir, 'checkpoints')
   csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
@@ -356,8 +386,12 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   process = build_process(config, task, model_aggregator)
   runner, client_store = _build_runner(config, task, process, model_aggregator)
   fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
+  # A runner whose algorithm keeps personalised models gives them (Ditto, FedRep).
+  personal = getattr(runner, 'personal_model_weights', None)
+  report = _build_report(config, task, personal is not None)  # traces: before any Keras model
   keras_model = task.model_fn()
   state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store,
+                                        report,
                                         runner=runner)
   tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'), resume_at=start_round)
   # Only the mechanism that adds the noise is accounted for, as the runner that applies it
@@ -376,13 +410,15 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
                                     ckpt_dir)
       if fed_eval is not None and (round_num % config.eval_every == 0
                                    or round_num == config.rounds):
-        metrics.update(_evaluate(task, process.get_model_weights(state), fed_eval, keras_model))
+        weights = process.get_model_weights(state)
+        metrics.update(_evaluate(task, weights, fed_eval, keras_model))
+        metrics.update(report.evaluate(weights, personal))
       metrics = release.apply(metrics)  # what may leave the process (all of it without DP)
       csv_writer.write(round_num, metrics)
       tb_writer.write(round_num, metrics)
       if round_num % config.checkpoint_every == 0 or round_num == config.rounds:
         checkpoint.save_checkpoint(ckpt_dir, round_num, state,
-                                   extra=_extra(runner, client_store))
+                                   extra=_extra(runner, client_store, report))
       last.update(metrics)
       bar.set_postfix(collections.OrderedDict(
           (k, f'{last[k]:.4f}') for k in _SHOWN if k in last))
@@ -394,4 +430,4 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
     if config.workers:  # a notebook continues on a local worker, not on the remote ones
       runtime.set_local_context()
   return _write_final_outputs(config, task, process, state, exp_dir, csv_writer.path, fed_eval,
-                              keras_model, last, start_round, started, release)
+                              keras_model, last, start_round, started, release, report, personal)
