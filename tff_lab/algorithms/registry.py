@@ -15,6 +15,7 @@ from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import feddyn
 from tff_lab.algorithms import fednova
 from tff_lab.algorithms import fedprox
+from tff_lab.algorithms import fedrep
 from tff_lab.algorithms import fedsgd
 from tff_lab.algorithms import mime
 from tff_lab.algorithms import scaffold
@@ -25,6 +26,8 @@ for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC
               fednova.SPEC, feddyn.SPEC, mime.SPEC):
   spec_lib.register(_spec)
 spec_lib.register(ditto.SPEC)
+spec_lib.register(fedrep.FEDREP)
+spec_lib.register(fedrep.FEDPER)
 
 # The built-in algorithms; `spec.names()` also lists those registered later.
 ALGORITHMS = spec_lib.names()
