@@ -118,9 +118,13 @@ def test_fedrep_mean_is_uniform_and_fedpers_weighted():
 
 
 def test_head_split_by_count_and_by_name():
-  model = tasks.create_task('digits', {'num_clients': 4, 'model': 'mlp'}).model_fn()
+  task = tasks.create_task('digits', {'num_clients': 4, 'model': 'mlp'})
+  for _ in range(2):
+    task.model_fn()  # earlier models shift Keras' automatic names ...
+  model = fedrep.canonical_model(task)  # ... but not those of the model in a fresh graph
   names = [name for name, _ in fedrep.weighted_layers(model)]
-  assert len(names) == 3 and len(model.trainable_variables) == 6  # kernels and biases
+  assert names == ['dense', 'dense_1', 'dense_2']
+  assert len(model.trainable_variables) == 6  # kernels and biases
   assert fedrep.head_mask(model, head_layers=1) == [False] * 4 + [True] * 2
   assert fedrep.head_mask(model, head_layers=2) == [False] * 2 + [True] * 4
   assert fedrep.head_mask(model, head_layer_name=names[1]) == [False] * 2 + [True] * 4
@@ -154,6 +158,14 @@ def test_fedrep_runs_from_the_loop_and_resumes_bit_identically_with_its_heads(tm
   loop.run_experiment(_config(tmp_path, 'straight', 3))
   loop.run_experiment(_config(tmp_path, 'resumed', 2))
   loop.run_experiment(_config(tmp_path, 'resumed', 3))
+  # The head named by its layer (after the runs above built many models) is the same split.
+  named = _config(tmp_path, 'named', 1, algorithm_hparams={'head_layer_name': 'dense_2',
+                                                           'fedrep_head_epochs': 2})
+  named.validate()
+  task = loop.build_task(named)
+  rounds = fedrep.FedRepRounds(task, 0.05, algorithms.create_optimizer('sgd', 1.0),
+                               fedrep.initial_store(task), head_layer_name='dense_2')
+  assert rounds.mask == [False] * 4 + [True] * 2
   a, b = _final(tmp_path, 'straight', 3), _final(tmp_path, 'resumed', 3)
   for x, y in zip(a.state.global_model_weights.trainable, b.state.global_model_weights.trainable):
     np.testing.assert_array_equal(x, y)

@@ -20,7 +20,9 @@ client's h_k starts from.
 
 The split. `head_layers=k` makes the last k layers that hold trainable weights the head;
 `head_layer_name=<name>` makes that layer and every later layer with weights the head (it takes
-precedence). A split that names no layer, or leaves the body empty, is refused in one line
+precedence); names are those of the model built in a fresh graph (`canonical_model`: Keras'
+automatic names, `dense`, `dense_1`, ..., or the task's own), as the one-line error for a wrong
+name lists them. A split that names no layer, or leaves the body empty, is refused in one line
 (`check`, before tracing; it builds the task's model to read its layers).
 
 How it runs here: like Ditto (`tff_lab.algorithms.ditto`), the heads live in the engine's client
@@ -59,6 +61,15 @@ from tff_lab.tasks import task as task_lib
 
 STATE = 'head'
 VARIANTS = ('fedrep', 'fedper')
+
+
+def canonical_model(task: task_lib.Task) -> tf.keras.Model:
+  """The task's model built in a fresh graph, so that Keras' automatic layer names (`dense`,
+  `dense_1`, ...) do not depend on the models built before it: the names `head_layer_name`
+  refers to. (Like any model made in a TF1 graph, it invalidates Keras models made earlier; the
+  training loop builds its own after the algorithm's runner.)"""
+  with tf.Graph().as_default():
+    return task.model_fn()
 
 
 def weighted_layers(model: tf.keras.Model) -> list[tuple[str, int]]:
@@ -225,7 +236,7 @@ class FedRepRounds:
       raise ValueError(f'variant must be one of {VARIANTS}, got {variant!r}')
     if variant == 'fedrep' and not (isinstance(head_epochs, int) and head_epochs >= 1):
       raise ValueError(f'fedrep_head_epochs must be an integer >= 1, got {head_epochs!r}')
-    self.mask = head_mask(task.model_fn(), head_layers, head_layer_name)
+    self.mask = head_mask(canonical_model(task), head_layers, head_layer_name)
     self.variant = variant
     self._server_optimizer = server_optimizer
     self.store = store
@@ -289,7 +300,7 @@ class FedRepRounds:
 def _layers_of(task_name: str, options: str) -> tuple[str, tuple[tuple[str, int], ...]]:
   """The name and `weighted_layers` of a task's model (the task built once per setting)."""
   from tff_lab.tasks import registry as tasks_registry  # pylint: disable=g-import-not-at-top
-  model = tasks_registry.create_task(task_name, json.loads(options)).model_fn()
+  model = canonical_model(tasks_registry.create_task(task_name, json.loads(options)))
   return model.name, tuple(weighted_layers(model))
 
 
