@@ -291,3 +291,16 @@ def test_cli_flags_reach_the_config_and_bad_values_exit_2(monkeypatch, capsys, t
   err = capsys.readouterr().err
   assert exc.value.code == 2 and err.count('\n') == 1
   assert 'local_baseline_epochs must be an integer >= 0' in err
+
+
+@pytest.mark.parametrize('dp_metrics, written', [('withheld', False), ('public', True)])
+def test_under_dp_the_per_client_files_follow_the_release_policy(tmp_path, dp_metrics, written):
+  summary = loop.run_experiment(config_lib.ExperimentConfig(
+      task='seed_linear', algorithm='fedavg_unweighted', rounds=1, clients_per_round=4,
+      eval_every=1, dp_delta=1e-3, dp_metrics=dp_metrics,
+      aggregation={'dp': 'fixed', 'clip_norm': 0.5, 'noise_multiplier': 1.2},
+      root_output_dir=str(tmp_path), experiment_name='dp', progress=False))
+  assert (tmp_path / 'dp' / 'clients.csv').exists() == written
+  assert ('clients.csv' in summary['files']) == written
+  last = _rows(tmp_path / 'dp' / 'metrics.csv')[-1]
+  assert bool(last.get('fed_eval_global_accuracy_p50')) == written
