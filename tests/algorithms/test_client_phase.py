@@ -3,11 +3,18 @@
 import collections
 
 import numpy as np
+import pytest
+import tensorflow as tf
 
+from tff_lab import faults
 from tff_lab import tasks
 from tff_lab.algorithms import client_phase
+from tff_lab.algorithms import registry
 from tff_lab.algorithms import spec
 from tff_lab.simulation import plan as plan_lib
+from tff_lab.training import checkpoint
+from tff_lab.training import config as config_lib
+from tff_lab.training import loop
 
 
 def test_per_client_results_follow_the_local_step_and_the_clients_order():
@@ -31,3 +38,72 @@ def test_per_client_results_follow_the_local_step_and_the_clients_order():
                                                           - np.vstack([ys, ys]))
     np.testing.assert_allclose(p['delta'][0], lr * grad, atol=1e-6)
     np.testing.assert_allclose(c['delta'][0], lr * (grad + 0.5), atol=1e-6)
+
+
+def test_the_fused_client_phase_gives_the_tff_client_phases_results():
+  # Uneven clients, short last batches, two epochs, stragglers with fewer steps, label flipping
+  # and a per-client correction: what the packing and the per-client outputs must get right.
+  task = tasks.create_task('digits', {'model': 'mlp', 'num_clients': 10, 'seed': 1})
+  task = task.with_train_spec(batch_size=16, num_epochs=2)
+  planner = plan_lib.RoundPlanner(task, 5, faults.FaultConfig(
+      straggler_fraction=0.4, byzantine_fraction=0.2, attack='label_flip'), seed=3)
+  plan = planner.plan(2)
+  weights = plan_lib.initial_model_weights(task, 0)
+  rng = np.random.default_rng(0)
+  corrections = [[rng.normal(0, 0.01, np.shape(w)).astype(np.float32) for w in weights.trainable]
+                 for _ in plan.client_ids]
+  step = spec.LocalStep(lambda g, w, a, h, aux=None: tuple(
+      x + h['scale'] * c + 0.1 * (wi - ai) for x, c, wi, ai in zip(g, aux['correction'], w, a)))
+  results = {}
+  for simulation in client_phase.SIMULATIONS:
+    phase = client_phase.create_client_phase(simulation, task, 0.05, step, with_correction=True,
+                                             hparams={'scale': 2.0})
+    results[simulation] = phase(weights, plan, corrections)
+    phase.close()
+  assert len(results['fused']) == len(plan.client_ids) > 1
+  steps = [int(r['num_steps']) for r in results['tff']]
+  assert len(set(steps)) > 1  # stragglers took fewer steps
+  for a, b in zip(results['tff'], results['fused']):
+    for key in ('num_examples', 'num_steps'):
+      assert int(a[key]) == int(b[key])
+    np.testing.assert_allclose(float(a['loss_sum']), float(b['loss_sum']), rtol=1e-5)
+    np.testing.assert_allclose(float(a['correct']), float(b['correct']))
+    for x, y in zip(a['delta'], b['delta']):
+      np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+_FUSED_RUNNERS = [n for n in registry.names() if registry.get(n).fused_runner]
+
+
+def test_the_stateful_algorithms_run_fused():
+  assert {'scaffold', 'fednova', 'feddyn'} <= set(_FUSED_RUNNERS)
+
+
+@pytest.mark.parametrize('algorithm', _FUSED_RUNNERS)
+def test_an_algorithms_own_rounds_on_fused_equal_its_rounds_on_tff(tmp_path, algorithm):
+  """Every algorithm whose runner runs fused, end to end through the loop, client store too."""
+  def run(simulation):
+    config = config_lib.ExperimentConfig(
+        task='digits', task_options={'model': 'mlp', 'num_clients': 8, 'seed': 2},
+        algorithm=algorithm, rounds=3, clients_per_round=4, client_epochs=2,
+        client_batch_size=16, client_learning_rate=0.05, straggler_fraction=0.25,
+        eval_every=0, checkpoint_every=3, simulation=simulation, root_output_dir=str(tmp_path),
+        experiment_name=simulation, progress=False)
+    summary = loop.run_experiment(config)
+    task = loop.build_task(config)
+    template = loop.build_process(config, task).initialize()
+    saved = checkpoint.read_checkpoint(str(tmp_path / simulation / 'checkpoints'), 3, template)
+    return summary, saved.state, saved.extra.get('client_store')
+
+  (s_tff, tff_state, tff_store), (s_fused, fused_state, fused_store) = run('tff'), run('fused')
+  for a, b in zip(tff_state.global_model_weights.trainable,
+                  fused_state.global_model_weights.trainable):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(s_tff['final_metrics']['train_loss'],
+                             s_fused['final_metrics']['train_loss'], rtol=1e-4)
+  assert (tff_store is None) == (fused_store is None)
+  if tff_store is not None:  # the same clients' state, and the server's
+    assert tff_store['client_ids'] == fused_store['client_ids'] and tff_store['client_ids']
+    for x, y in zip(tf.nest.flatten(tff_store), tf.nest.flatten(fused_store)):
+      if isinstance(x, np.ndarray):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)

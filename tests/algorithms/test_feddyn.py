@@ -167,7 +167,8 @@ def test_feddyn_runs_from_the_loop_and_resumes_bit_identically_with_its_state(tm
     ({'aggregation': {'clip_norm': 1.0}}, 'plain mean'),
     ({'aggregation': {'secure_aggregation': True}}, 'plain mean'),
     ({'byzantine_fraction': 0.34}, 'does not simulate update attacks'),
-    ({'simulation': 'fused'}, 'not feddyn'),
+    ({'simulation': 'vectorized'}, 'own rounds on --simulation=tff|fused, not '
+     '--simulation=vectorized'),
 ])
 def test_what_feddyn_does_not_run_is_refused_in_one_line(tmp_path, settings, message):
   with pytest.raises(config_lib.ConfigError, match=message) as e:

@@ -175,8 +175,8 @@ def test_fednova_runs_from_the_loop_and_resumes_bit_identically(tmp_path):
     ({'aggregation': {'clip_norm': 1.0}}, 'normalised weighted mean'),
     ({'aggregation': {'secure_aggregation': True}}, 'normalised weighted mean'),
     ({'byzantine_fraction': 0.25}, 'does not simulate update attacks'),
-    ({'simulation': 'fused'}, 'not fednova'),
-    ({'simulation': 'vectorized'}, 'not fednova'),
+    ({'simulation': 'vectorized'}, 'own rounds on --simulation=tff|fused, not '
+     '--simulation=vectorized'),
 ])
 def test_what_fednova_does_not_run_is_refused_in_one_line(tmp_path, settings, message):
   with pytest.raises(config_lib.ConfigError, match=message) as error:

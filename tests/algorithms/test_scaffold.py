@@ -137,7 +137,8 @@ def test_scaffold_runs_from_the_loop_and_resumes_bit_identically_with_its_contro
     ({'client_optimizer': 'adam'}, 'runs client SGD'),
     ({'aggregation': {'clip_norm': 1.0}}, 'plain mean'),
     ({'byzantine_fraction': 0.25}, 'does not simulate update attacks'),
-    ({'simulation': 'fused'}, 'not scaffold'),
+    ({'simulation': 'vectorized'}, 'own rounds on --simulation=tff|fused, not '
+     '--simulation=vectorized'),
 ])
 def test_what_scaffold_does_not_run_is_refused_in_one_line(tmp_path, settings, message):
   with pytest.raises(config_lib.ConfigError, match=message):

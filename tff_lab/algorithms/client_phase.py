@@ -16,19 +16,29 @@ and applies the server step every backend shares (`tff_lab.simulation.server`).
 With `with_correction`, each client's input is `OrderedDict(data=<dataset>, correction=<arrays
 shaped like the trainable weights>)`, and the local step reads the correction as
 `aux['correction']` (SCAFFOLD's c − c_i); otherwise it is the dataset alone.
+
+Runners do not call it directly: `create_client_phase(simulation, ...)` gives a callable
+`phase(weights, plan, corrections=None) -> list` for the backend, `TffClientPhase` (this TFF call
+on the plan's datasets) on `tff` and `tff_lab.algorithms.vectorized.FusedClientPhase` (every
+client in one TF program, packed by example index) on `fused`, with the same results to float32
+round-off. The algorithm's arithmetic is then written once for both backends.
 """
 
 import collections
+from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_lab.algorithms import spec as spec_lib
+from tff_lab.algorithms import vectorized
 from tff_lab.metrics import accuracy as accuracy_lib
+from tff_lab.simulation import plan as plan_lib
 from tff_lab.tasks import task as task_lib
 
 
-def _client_update_fn(task: task_lib.Task, learning_rate: float, local_step: spec_lib.LocalStep):
+def _client_update_fn(task: task_lib.Task, learning_rate: float, local_step: spec_lib.LocalStep,
+                      hparams: dict):
   """A client's local SGD steps over its dataset, as a `tf.function` over a TFF model."""
   model = task.tff_model_fn()
   kind = task.prediction_kind
@@ -47,7 +57,7 @@ def _client_update_fn(task: task_lib.Task, learning_rate: float, local_step: spe
         output = model.forward_pass(batch, training=True)
       grads = tape.gradient(output.loss, trainable,
                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      direction = local_step.gradient(grads, trainable, anchor, {}, aux=aux)
+      direction = local_step.gradient(grads, trainable, anchor, hparams, aux=aux)
       for var, d in zip(trainable, direction):
         var.assign_sub(learning_rate * d)
       n = tf.cast(output.num_examples, tf.float32)
@@ -65,7 +75,8 @@ def _client_update_fn(task: task_lib.Task, learning_rate: float, local_step: spe
 
 
 def build_client_phase(task: task_lib.Task, learning_rate: float,
-                       local_step: spec_lib.LocalStep, with_correction: bool = False):
+                       local_step: spec_lib.LocalStep, with_correction: bool = False,
+                       hparams: Optional[dict] = None):
   """The round's client phase (see the module docstring): `(weights, client_inputs) -> list`.
 
   Args:
@@ -73,7 +84,9 @@ def build_client_phase(task: task_lib.Task, learning_rate: float,
     learning_rate: η_l of the clients' SGD.
     local_step: The algorithm's local step.
     with_correction: Clients take `OrderedDict(data=, correction=)` (see the module docstring).
+    hparams: The local step's hyperparameters (e.g. FedDyn's α).
   """
+  hparams = dict(hparams or {})
   with tf.Graph().as_default():
     model = task.tff_model_fn()
   weights_type = tff.learning.models.weights_type_from_model(model)
@@ -85,14 +98,14 @@ def build_client_phase(task: task_lib.Task, learning_rate: float,
 
     @tff.tensorflow.computation(weights_type, input_type)
     def client_update(weights, client_input):
-      return _client_update_fn(task, learning_rate, local_step)(
+      return _client_update_fn(task, learning_rate, local_step, hparams)(
           weights, client_input['data'], client_input['correction'])
   else:
     input_type = dataset_type
 
     @tff.tensorflow.computation(weights_type, input_type)
     def client_update(weights, data):
-      return _client_update_fn(task, learning_rate, local_step)(weights, data)
+      return _client_update_fn(task, learning_rate, local_step, hparams)(weights, data)
 
   @tff.federated_computation(tff.FederatedType(weights_type, tff.SERVER),
                              tff.FederatedType(input_type, tff.CLIENTS))
@@ -100,3 +113,40 @@ def build_client_phase(task: task_lib.Task, learning_rate: float,
     return tff.federated_map(client_update, (tff.federated_broadcast(weights), client_inputs))
 
   return client_phase
+
+
+class TffClientPhase:
+  """The `tff` backend's client phase: `build_client_phase` on the plan's datasets."""
+
+  def __init__(self, task: task_lib.Task, learning_rate: float, local_step: spec_lib.LocalStep,
+               with_correction: bool = False, hparams: Optional[dict] = None):
+    self._phase = build_client_phase(task, learning_rate, local_step, with_correction, hparams)
+    self._datasets = plan_lib.PlanDatasets(task)
+    self._with_correction = with_correction
+
+  def __call__(self, weights: Any, plan, corrections: Optional[Sequence[Any]] = None
+               ) -> list:
+    """Each reporting client's result, in the plan's order (`corrections`: one per client)."""
+    datasets = self._datasets(plan)
+    if self._with_correction:
+      datasets = [collections.OrderedDict(data=ds, correction=c)
+                  for ds, c in zip(datasets, corrections)]
+    return self._phase(weights, datasets)
+
+  def close(self) -> None:
+    pass
+
+
+SIMULATIONS = ('tff', 'fused')  # the backends a client phase runs on
+
+
+def create_client_phase(simulation: str, task: task_lib.Task, learning_rate: float,
+                        local_step: spec_lib.LocalStep, with_correction: bool = False,
+                        hparams: Optional[dict] = None):
+  """The client phase of `--simulation=<simulation>` (see the module docstring)."""
+  if simulation == 'fused':
+    return vectorized.FusedClientPhase(task, learning_rate, local_step, with_correction, hparams)
+  if simulation == 'tff':
+    return TffClientPhase(task, learning_rate, local_step, with_correction, hparams)
+  raise ValueError(f'a client phase runs on --simulation={"|".join(SIMULATIONS)}, not '
+                   f'{simulation!r}')

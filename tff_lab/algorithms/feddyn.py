@@ -37,7 +37,8 @@ be an algorithm the paper does not define (h already plays the server's momentum
 A client with no batch, or whose update is not finite, does not count in P_t and keeps its
 state; a round with no such client leaves θ and h unchanged.
 
-Scope: the `tff` backend; client SGD (the paper's local solver); the plain unweighted mean (the
+Scope: the `tff` and `fused` backends (on `fused`, every client's steps run in one TF program:
+`client_phase.create_client_phase`, tested equal to the TFF client phase); client SGD (the paper's local solver); the plain unweighted mean (the
 paper's 1/|P_t|; no clipping, DP, robust rules, compression or secure aggregation); no update
 attacks (label flipping, dropouts and stragglers are supported); server SGD at rate 1. The rest
 is refused before tracing (`check`).
@@ -53,7 +54,6 @@ from tff_lab.algorithms import client_phase as client_phase_lib
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import spec as spec_lib
 from tff_lab.simulation import client_store as client_store_lib
-from tff_lab.simulation import plan as plan_lib
 from tff_lab.simulation import server as server_lib
 from tff_lab.tasks import task as task_lib
 
@@ -72,14 +72,6 @@ def feddyn_gradient(grads, weights, anchor, hparams, aux=None):
 FEDDYN_STEP = spec_lib.LocalStep(feddyn_gradient)
 
 
-def _with_hparams(step: spec_lib.LocalStep, hparams: dict) -> spec_lib.LocalStep:
-  """`step` with its hyperparameters bound (the client phase passes none)."""
-  hparams = dict(hparams)
-  return spec_lib.LocalStep(
-      lambda grads, weights, anchor, _, aux=None: step.gradient(grads, weights, anchor, hparams,
-                                                                aux))
-
-
 def initial_store(task: task_lib.Task) -> client_store_lib.ClientStore:
   """∇L_k(θ_k^0) = 0 for every client and h^0 = 0, shaped like the model's trainable weights."""
   shapes = [tuple(v.shape) for v in task.model_fn().trainable_variables]
@@ -90,14 +82,15 @@ def initial_store(task: task_lib.Task) -> client_store_lib.ClientStore:
 
 
 class FedDynRounds:
-  """FedDyn rounds on the `tff` backend, advancing the state of an unweighted FedAvg process.
+  """FedDyn rounds on the `tff` or `fused` backend, advancing the state of an unweighted FedAvg process.
 
   The `LearningAlgorithmState`'s model weights are θ^t (see the module docstring); the clients'
   ∇L_k(θ_k^{t−1}) and the server's h are in `store`.
   """
 
   def __init__(self, task: task_lib.Task, client_learning_rate: float, alpha: float,
-               store: client_store_lib.ClientStore, population: int):
+               store: client_store_lib.ClientStore, population: int,
+               simulation: str = 'tff'):
     """Builds the round's TFF computation (tracing).
 
     Args:
@@ -106,6 +99,7 @@ class FedDynRounds:
       alpha: α > 0.
       store: The client store (`local_gradient` per client, `h` in its server part).
       population: m, the clients sampled from.
+      simulation: The backend of the client phase: `tff` or `fused`.
     """
     if not alpha > 0:
       raise ValueError(f'FedDyn alpha must be > 0, got {alpha}')
@@ -114,19 +108,16 @@ class FedDynRounds:
     self._population = population
     # Server SGD at rate 1 applies θ^{t−1} − θ^t exactly (the module docstring).
     self._server_optimizer = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
-    self._client_phase = client_phase_lib.build_client_phase(
-        task, float(client_learning_rate), _with_hparams(FEDDYN_STEP, {'alpha': self._alpha}),
-        with_correction=True)
-    self._datasets = plan_lib.PlanDatasets(task)
+    self._client_phase = client_phase_lib.create_client_phase(
+        simulation, task, float(client_learning_rate), FEDDYN_STEP, with_correction=True,
+        hparams={'alpha': self._alpha})
 
   def next(self, state: Any, plan) -> tff.learning.templates.LearningProcessOutput:
     """One round on the plan's reporting clients (see the module docstring)."""
     alpha = self._alpha
     h = self.store.server['h']
     previous = [self.store.get(cid)['local_gradient'] for cid in plan.client_ids]
-    inputs = [collections.OrderedDict(data=ds, correction=p)
-              for ds, p in zip(self._datasets(plan), previous)]
-    results = self._client_phase(state.global_model_weights, inputs)
+    results = self._client_phase(state.global_model_weights, plan, previous)
     delta_sum = [np.zeros(a.shape, np.float64) for a in h]
     contributing = 0
     totals = np.zeros(4)
@@ -158,7 +149,7 @@ class FedDynRounds:
             h_norm=h_norm), name='feddyn')
 
   def close(self) -> None:
-    pass
+    self._client_phase.close()
 
 
 def _hparams(config) -> 'collections.OrderedDict[str, Any]':
@@ -188,16 +179,17 @@ def check(config) -> None:
   if config.faults.update_attacks:
     raise ValueError('--algorithm=feddyn does not simulate update attacks (label_flip, '
                      'dropouts and stragglers are supported)')
-  if config.simulation != 'tff':
-    raise ValueError(f'--algorithm=feddyn keeps client state and runs on --simulation=tff, not '
+  if config.simulation not in client_phase_lib.SIMULATIONS:
+    raise ValueError(f'--algorithm=feddyn keeps client state and runs on '
+                     f'--simulation={"|".join(client_phase_lib.SIMULATIONS)}, not '
                      f'--simulation={config.simulation}')
 
 
 def build_runner(context, store: client_store_lib.ClientStore) -> FedDynRounds:
-  """The `tff` backend's runner for FedDyn (`tff_lab.simulation.backends`)."""
+  """The `tff` and `fused` backends' runner for FedDyn (`tff_lab.simulation.backends`)."""
   config = context.config
   return FedDynRounds(context.task, config.client_learning_rate, _hparams(config)['alpha'], store,
-                      len(context.task.train_data.client_ids))
+                      len(context.task.train_data.client_ids), simulation=config.simulation)
 
 
 def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
@@ -228,4 +220,4 @@ SPEC = spec_lib.AlgorithmSpec(
         0.01, 'FedDyn regulariser weight α (> 0).', minimum=0.0)),
     local_step=FEDDYN_STEP, supports_secure_aggregation=False,
     client_state=('local_gradient',), check=check, initial_store=initial_store,
-    build_runner=build_runner)
+    build_runner=build_runner, fused_runner=True)

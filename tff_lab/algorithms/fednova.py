@@ -48,12 +48,13 @@ checkpoints, resume, `get_model_weights` and evaluation are unchanged. A client 
 or whose update is not finite, contributes nothing (weight 0, as in FedAvg). FedNova keeps no
 client state (`client_state=()`).
 
-Scope: the `tff` backend (in TFF's execution context, so `--workers` too; untested there); client
+Scope: the `tff` backend (in TFF's execution context, so `--workers` too; untested there) and
+`fused` (every client's steps in one TF program, with its step count:
+`client_phase.create_client_phase`, tested equal to the TFF client phase); client
 SGD (vanilla local SGD: for momentum or proximal steps a_i differs and the paper gives its norm);
 the plain weighted mean (no clipping, DP, robust rules, compression or secure aggregation); no
-update attacks (label flipping, dropouts and stragglers are supported). The in-graph backends
-(`fused`, `vectorized`) sum updates in-graph without per-client step counts, so the spec gives no
-`local_step` and they refuse it; the rest is refused before tracing (`check`).
+update attacks (label flipping, dropouts and stragglers are supported). `vectorized` steps all
+clients in lockstep and is refused; the rest is refused before tracing (`check`).
 """
 
 import collections
@@ -66,7 +67,6 @@ from tff_lab.algorithms import client_phase as client_phase_lib
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import spec as spec_lib
-from tff_lab.simulation import plan as plan_lib
 from tff_lab.simulation import server as server_lib
 from tff_lab.tasks import task as task_lib
 
@@ -95,11 +95,11 @@ WEIGHTINGS = ('examples_processed', 'dataset_size')
 
 
 class FedNovaRounds:
-  """FedNova rounds on the `tff` backend, advancing the state of a weighted FedAvg process."""
+  """FedNova rounds on the `tff` or `fused` backend, advancing the state of a weighted FedAvg process."""
 
   def __init__(self, task: task_lib.Task, client_learning_rate: float,
                server_optimizer: tff.learning.optimizers.Optimizer,
-               weighting: str = 'examples_processed'):
+               weighting: str = 'examples_processed', simulation: str = 'tff'):
     """Builds the round's TFF computation (tracing).
 
     Args:
@@ -108,6 +108,7 @@ class FedNovaRounds:
       server_optimizer: Applies τ_eff·Σ p_i d_i (SGD at rate 1 is the paper's server step).
       weighting: n_i: `examples_processed` this round (tff_lab's FedAvg weights, the default) or
         `dataset_size` |D_i| (the paper's p_i).
+      simulation: The backend of the client phase: `tff` or `fused`.
     """
     if weighting not in WEIGHTINGS:
       raise ValueError(f'weighting must be one of {WEIGHTINGS}, got {weighting!r}')
@@ -115,9 +116,8 @@ class FedNovaRounds:
     self._task = task
     self._dataset_sizes = {}
     self._server_optimizer = server_optimizer
-    self._client_phase = client_phase_lib.build_client_phase(
-        task, float(client_learning_rate), spec_lib.PLAIN_SGD)
-    self._datasets = plan_lib.PlanDatasets(task)
+    self._client_phase = client_phase_lib.create_client_phase(
+        simulation, task, float(client_learning_rate), spec_lib.PLAIN_SGD)
 
   def _dataset_size(self, client_id: str) -> int:
     if client_id not in self._dataset_sizes:
@@ -130,7 +130,7 @@ class FedNovaRounds:
 
   def next(self, state: Any, plan) -> tff.learning.templates.LearningProcessOutput:
     """One round on the plan's reporting clients (see the module docstring)."""
-    results = self._client_phase(state.global_model_weights, self._datasets(plan))
+    results = self._client_phase(state.global_model_weights, plan)
     deltas, steps, weights = [], [], []
     totals = np.zeros(4)
     for cid, result in zip(plan.client_ids, results):
@@ -155,7 +155,7 @@ class FedNovaRounds:
         name='fednova')
 
   def close(self) -> None:
-    pass
+    self._client_phase.close()
 
 
 def check(config) -> None:
@@ -169,19 +169,21 @@ def check(config) -> None:
   if config.faults.update_attacks:
     raise ValueError('--algorithm=fednova does not simulate update attacks (label_flip, '
                      'dropouts and stragglers are supported)')
-  if config.simulation != 'tff':
+  if config.simulation not in client_phase_lib.SIMULATIONS:
     raise ValueError(f'--algorithm=fednova needs per-client step counts and runs on '
-                     f'--simulation=tff, not --simulation={config.simulation}')
+                     f'--simulation={"|".join(client_phase_lib.SIMULATIONS)}, not '
+                     f'--simulation={config.simulation}')
 
 
 def build_runner(context, store=None) -> FedNovaRounds:
-  """The `tff` backend's runner for FedNova (`tff_lab.simulation.backends`); no client store."""
+  """The `tff` and `fused` backends' runner for FedNova (`tff_lab.simulation.backends`); no client store."""
   del store
   config = context.config
   return FedNovaRounds(
       context.task, config.client_learning_rate,
       optimizers_lib.create_optimizer(config.server_optimizer, config.server_learning_rate,
-                                      **config.server_optimizer_hparams))
+                                      **config.server_optimizer_hparams),
+      simulation=config.simulation)
 
 
 def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
@@ -207,4 +209,4 @@ SPEC = spec_lib.AlgorithmSpec(
     'et al., NeurIPS 2020)',
     build_process=_build_process, build_client_work=_build_client_work,
     weighted=True, local_step=None, supports_secure_aggregation=False, check=check,
-    build_runner=build_runner)
+    build_runner=build_runner, fused_runner=True)

@@ -25,7 +25,8 @@ arithmetic above in NumPy and the server step every backend shares
 `tff_lab.algorithms.spec.LocalStep`). A client with no batch, or whose update is not finite,
 contributes nothing and keeps its c_i.
 
-Scope: the `tff` backend; client SGD (the paper's); uniform client weights (the paper's mean);
+Scope: the `tff` and `fused` backends (on `fused`, every client's steps run in one TF program:
+`client_phase.create_client_phase`, tested equal to the TFF client phase); client SGD (the paper's); uniform client weights (the paper's mean);
 the plain mean (no clipping, DP, robust rules, compression or secure aggregation); no update
 attacks. The rest is refused before tracing (`check`).
 """
@@ -41,7 +42,6 @@ from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import spec as spec_lib
 from tff_lab.simulation import client_store as client_store_lib
-from tff_lab.simulation import plan as plan_lib
 from tff_lab.simulation import server as server_lib
 from tff_lab.tasks import task as task_lib
 
@@ -65,7 +65,7 @@ def initial_store(task: task_lib.Task) -> client_store_lib.ClientStore:
 
 
 class ScaffoldRounds:
-  """SCAFFOLD rounds on the `tff` backend, advancing the state of an unweighted FedAvg process.
+  """SCAFFOLD rounds on the `tff` or `fused` backend, advancing the state of an unweighted FedAvg process.
 
   The `LearningAlgorithmState` is that of `build_process` (FedAvg's structure: its model and
   server optimiser state); the control variates are in `store`.
@@ -73,8 +73,9 @@ class ScaffoldRounds:
 
   def __init__(self, task: task_lib.Task, client_learning_rate: float,
                server_optimizer: tff.learning.optimizers.Optimizer,
-               store: client_store_lib.ClientStore, population: int):
-    """Builds the round's TFF computation (tracing).
+               store: client_store_lib.ClientStore, population: int,
+               simulation: str = 'tff'):
+    """Builds the round's client phase (tracing).
 
     Args:
       task: The task trained.
@@ -82,22 +83,22 @@ class ScaffoldRounds:
       server_optimizer: Applies the mean Δy (SGD at rate η_g is the paper's server step).
       store: The client store (c_i per client, c in its server part).
       population: N, the clients sampled from.
+      simulation: The backend of the client phase: `tff` or `fused`
+        (`client_phase.create_client_phase`).
     """
     self._lr = float(client_learning_rate)
     self._server_optimizer = server_optimizer
     self.store = store
     self._population = population
-    self._client_phase = client_phase_lib.build_client_phase(task, self._lr, SCAFFOLD_STEP,
-                                                            with_correction=True)
-    self._datasets = plan_lib.PlanDatasets(task)
+    self._client_phase = client_phase_lib.create_client_phase(
+        simulation, task, self._lr, SCAFFOLD_STEP, with_correction=True)
 
   def next(self, state: Any, plan) -> tff.learning.templates.LearningProcessOutput:
     """One round on the plan's reporting clients (see the module docstring)."""
     c = self.store.server['control_variate']
     client_c = [self.store.get(cid)['control_variate'] for cid in plan.client_ids]
-    inputs = [collections.OrderedDict(data=ds, correction=[a - b for a, b in zip(c, ci)])
-              for ds, ci in zip(self._datasets(plan), client_c)]
-    results = self._client_phase(state.global_model_weights, inputs)
+    corrections = [[a - b for a, b in zip(c, ci)] for ci in client_c]
+    results = self._client_phase(state.global_model_weights, plan, corrections)
     deltas, delta_c_sum = [], [np.zeros_like(a) for a in c]
     totals = np.zeros(4)
     for cid, ci, result in zip(plan.client_ids, client_c, results):
@@ -126,7 +127,7 @@ class ScaffoldRounds:
             server_control_variate_norm=server_c_norm), name='scaffold')
 
   def close(self) -> None:
-    pass
+    self._client_phase.close()
 
 
 def check(config) -> None:
@@ -140,19 +141,20 @@ def check(config) -> None:
   if config.faults.update_attacks:
     raise ValueError('--algorithm=scaffold does not simulate update attacks (label_flip, '
                      'dropouts and stragglers are supported)')
-  if config.simulation != 'tff':
-    raise ValueError(f'--algorithm=scaffold keeps client state and runs on --simulation=tff, not '
+  if config.simulation not in client_phase_lib.SIMULATIONS:
+    raise ValueError(f'--algorithm=scaffold keeps client state and runs on '
+                     f'--simulation={"|".join(client_phase_lib.SIMULATIONS)}, not '
                      f'--simulation={config.simulation}')
 
 
 def build_runner(context, store: client_store_lib.ClientStore) -> ScaffoldRounds:
-  """The `tff` backend's runner for SCAFFOLD (`tff_lab.simulation.backends`)."""
+  """The `tff` and `fused` backends' runner for SCAFFOLD (`tff_lab.simulation.backends`)."""
   config = context.config
   return ScaffoldRounds(
       context.task, config.client_learning_rate,
       optimizers_lib.create_optimizer(config.server_optimizer, config.server_learning_rate,
                                       **config.server_optimizer_hparams),
-      store, len(context.task.train_data.client_ids))
+      store, len(context.task.train_data.client_ids), simulation=config.simulation)
 
 
 def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
@@ -179,4 +181,4 @@ SPEC = spec_lib.AlgorithmSpec(
     build_process=_build_process, build_client_work=_build_client_work,
     weighted=False, local_step=SCAFFOLD_STEP, supports_secure_aggregation=False,
     client_state=('control_variate',), check=check, initial_store=initial_store,
-    build_runner=build_runner)
+    build_runner=build_runner, fused_runner=True)

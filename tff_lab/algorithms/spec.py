@@ -131,13 +131,16 @@ class AlgorithmSpec:
     sends_model_delta: Clients send a model delta (so update attacks can alter it).
     supports_secure_aggregation: Its client updates can be summed by the masking protocol.
     client_state: Names of the per-client state it keeps (none for stateless algorithms). An
-      algorithm with client state gives `initial_store` and `build_runner`; its rounds run on
-      the `tff` backend through that runner, and the in-graph backends refuse it for now.
+      algorithm with client state gives `initial_store` and `build_runner`; its rounds run
+      through that runner, on the `tff` backend (and on `fused` with `fused_runner`).
     check: `(config) -> None`, raising a one-line ValueError for settings it does not
       implement, beyond what the fields above say (None: nothing more).
     initial_store: `(task) -> tff_lab.simulation.client_store.ClientStore`, its state before
       round 1.
-    build_runner: `(BackendContext, store) -> RoundRunner`, its rounds on the `tff` backend.
+    build_runner: `(BackendContext, store) -> RoundRunner`, its rounds on the `tff` backend
+      (and on `fused` with `fused_runner`).
+    fused_runner: Its `build_runner` also runs `--simulation=fused`, through the fused client
+      phase (`tff_lab.algorithms.client_phase.create_client_phase`).
     supports_client_lr_schedule: Its `build_process` and `build_client_work` take
       `scheduled_client_lr` (the first round's client rate), and its clients then read each
       round's rate from the client work's state (`tff_lab.algorithms.schedules`). Server
@@ -158,12 +161,15 @@ class AlgorithmSpec:
   check: Optional[Callable[[Any], None]] = None
   initial_store: Optional[Callable[..., Any]] = None
   build_runner: Optional[Callable[..., Any]] = None
+  fused_runner: bool = False
   supports_client_lr_schedule: bool = False
 
   def __post_init__(self):
     if self.client_state and (self.initial_store is None or self.build_runner is None):
       raise ValueError(f'algorithm {self.name!r} keeps client state {self.client_state}: give '
                        'its initial_store and build_runner')
+    if self.fused_runner and self.build_runner is None:
+      raise ValueError(f'algorithm {self.name!r}: fused_runner needs its build_runner')
 
   @property
   def supports_update_attacks(self) -> bool:

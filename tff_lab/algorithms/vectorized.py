@@ -112,33 +112,13 @@ class VectorizedRounds:
     self._clients_per_program = clients_per_program
     self._server_optimizer = server_optimizer
     self._weighted = weighted
-    self._task = task
-    keras_model = task.model_fn()
-    self._num_classes = int(keras_model.output_shape[-1])  # for label-flipping plans
-    self._packer = (packing.ClientBatchPacker(task, self._num_classes)
-                    if packing.ClientBatchPacker.supports(task) else None)
-    loss = task.loss_fn(reduction=tf.keras.losses.Reduction.NONE)
-    spec = task.batch_spec
-    model = tff.learning.models.functional_model_from_keras(
-        keras_model, loss, input_spec=(spec['x'], spec['y']))
-    trainable, non_trainable = model.initial_weights
-    if non_trainable:
-      raise ValueError('in-graph simulation needs a model without non-trainable weights')
-    self._graph = tf.Graph()
-    with self._graph.as_default():
-      self._w0 = [tf.compat.v1.placeholder(tf.float32, np.shape(w)) for w in trainable]
-      self._x = tf.compat.v1.placeholder(spec['x'].dtype, [None, None] + spec['x'].shape.as_list())
-      self._y = tf.compat.v1.placeholder(spec['y'].dtype, [None, None] + spec['y'].shape.as_list())
-      self._mask = tf.compat.v1.placeholder(tf.float32, [None, None, None])
-      # The clients' rate; a scheduled one is fed each round (the client work's state).
-      self._lr = tf.compat.v1.placeholder_with_default(np.float32(client_learning_rate), [])
-      step_fn = functools.partial(_local_step, model, loss, task.prediction_kind,
-                                  self._lr, local_step, dict(hparams or {}),
-                                  self._w0)
+    self._program = _Program(task, client_learning_rate, local_step, hparams)
+    program = self._program
+    self._w0, self._x, self._y, self._mask = program.w0, program.x, program.y, program.mask
+    with program.graph.as_default():
       build = (self._sequential_clients if client_loop == 'sequential'
                else self._vectorized_clients)
-      self._outputs = self._sums(*build(step_fn))
-    self._session = tf.compat.v1.Session(graph=self._graph)
+      self._outputs = self._sums(*build(program.step_fn))
 
   def _client_weight(self, num_examples, finite):
     return (num_examples if self._weighted else tf.ones_like(num_examples)) * tf.cast(
@@ -212,14 +192,7 @@ class VectorizedRounds:
 
   def pack(self, client_inputs: Sequence[Any]) -> dict[str, np.ndarray]:
     """The round's arrays from `ClientPlan`s (by index, fast) or from finished datasets."""
-    if client_inputs and isinstance(client_inputs[0], faults_lib.ClientPlan):
-      if any(plan.attack is not None for plan in client_inputs):
-        raise ValueError('in-graph simulation does not simulate update attacks')
-      if self._packer is not None:
-        return self._packer.pack(client_inputs)
-      client_inputs = faults_lib.materialize_client_inputs(
-          self._task, client_inputs, self._num_classes)
-    return packing.pack_client_datasets(list(client_inputs))
+    return self._program.pack(client_inputs)
 
   def next(self, state, client_inputs: Sequence[Any]) -> Any:
     """One round on the reporting clients.
@@ -235,12 +208,8 @@ class VectorizedRounds:
     out = None
     for start in range(0, len(client_inputs), self._clients_per_program):
       packed = self.pack(client_inputs[start:start + self._clients_per_program])
-      feed = {**dict(zip(self._w0, weights.trainable)), self._x: packed['x'],
-              self._y: packed['y'], self._mask: packed['example_mask']}
-      rate = schedules.client_rate_in(state)
-      if rate is not None:  # a scheduled client rate
-        feed[self._lr] = rate
-      part = self._session.run(self._outputs, feed)
+      feed = self._program.feed(weights.trainable, packed, schedules.client_rate_in(state))
+      part = self._program.session.run(self._outputs, feed)
       out = part if out is None else tf.nest.map_structure(np.add, out, part)
     if out is None or not out['num_examples']:
       raise ValueError('every sampled client has an empty dataset')
@@ -254,14 +223,151 @@ class VectorizedRounds:
         out['loss_sum'], out['correct'], out['num_examples'], out['num_batches']))
 
   def close(self) -> None:
-    self._session.close()
+    self._program.close()
 
 
-def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, w, xb, yb, mb):
+class _Program:
+  """What both in-graph programs share: the model applied functionally in a TF1 graph, the
+  round's placeholders (start weights, packed batches and masks, the client rate), one client's
+  local step on one padded batch (`step_fn`), the packing of plans, and the session."""
+
+  def __init__(self, task: task_lib.Task, client_learning_rate: float,
+               local_step: spec_lib.LocalStep, hparams: Optional[dict] = None):
+    self._task = task
+    keras_model = task.model_fn()
+    self._num_classes = int(keras_model.output_shape[-1])  # for label-flipping plans
+    self._packer = (packing.ClientBatchPacker(task, self._num_classes)
+                    if packing.ClientBatchPacker.supports(task) else None)
+    loss = task.loss_fn(reduction=tf.keras.losses.Reduction.NONE)
+    spec = task.batch_spec
+    model = tff.learning.models.functional_model_from_keras(
+        keras_model, loss, input_spec=(spec['x'], spec['y']))
+    trainable, non_trainable = model.initial_weights
+    if non_trainable:
+      raise ValueError('in-graph simulation needs a model without non-trainable weights')
+    self.shapes = [np.shape(w) for w in trainable]
+    self.graph = tf.Graph()
+    with self.graph.as_default():
+      self.w0 = [tf.compat.v1.placeholder(tf.float32, s) for s in self.shapes]
+      self.x = tf.compat.v1.placeholder(spec['x'].dtype, [None, None] + spec['x'].shape.as_list())
+      self.y = tf.compat.v1.placeholder(spec['y'].dtype, [None, None] + spec['y'].shape.as_list())
+      self.mask = tf.compat.v1.placeholder(tf.float32, [None, None, None])
+      # The clients' rate; a scheduled one is fed each round (the client work's state).
+      self.lr = tf.compat.v1.placeholder_with_default(np.float32(client_learning_rate), [])
+      self.step_fn = functools.partial(_local_step, model, loss, task.prediction_kind, self.lr,
+                                       local_step, dict(hparams or {}), self.w0)
+    self._session = None
+
+  @property
+  def session(self) -> tf.compat.v1.Session:
+    if self._session is None:  # after the caller has added its outputs to the graph
+      self._session = tf.compat.v1.Session(graph=self.graph)
+    return self._session
+
+  def pack(self, client_inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The round's arrays from `ClientPlan`s (by index, fast) or from finished datasets."""
+    if client_inputs and isinstance(client_inputs[0], faults_lib.ClientPlan):
+      if any(plan.attack is not None for plan in client_inputs):
+        raise ValueError('in-graph simulation does not simulate update attacks')
+      if self._packer is not None:
+        return self._packer.pack(client_inputs)
+      client_inputs = faults_lib.materialize_client_inputs(
+          self._task, client_inputs, self._num_classes)
+    return packing.pack_client_datasets(list(client_inputs))
+
+  def feed(self, weights: Sequence[Any], packed: dict, rate: Optional[float] = None) -> dict:
+    feed = {**dict(zip(self.w0, weights)), self.x: packed['x'], self.y: packed['y'],
+            self.mask: packed['example_mask']}
+    if rate is not None:  # a scheduled client rate
+      feed[self.lr] = np.float32(rate)
+    return feed
+
+  def close(self) -> None:
+    if self._session is not None:
+      self._session.close()
+
+
+class FusedClientPhase:
+  """The `fused` backend's client phase for algorithms with their own runner (SCAFFOLD, FedDyn,
+  FedNova): every client's local steps in one TF program, one client after another, returning
+  each client's result as `tff_lab.algorithms.client_phase` does on the `tff` backend:
+
+      OrderedDict(delta=x − y, num_examples, num_steps, loss_sum, correct)
+
+  With `with_correction`, each client's correction (arrays shaped like the trainable weights)
+  is fed with its batches and reaches the local step as `aux['correction']`.
+  """
+
+  def __init__(self, task: task_lib.Task, learning_rate: float, local_step: spec_lib.LocalStep,
+               with_correction: bool = False, hparams: Optional[dict] = None):
+    self._program = program = _Program(task, learning_rate, local_step, hparams)
+    self._with_correction = with_correction
+    with program.graph.as_default():
+      self._corrections = ([tf.compat.v1.placeholder(tf.float32, [None, *s])
+                            for s in program.shapes] if with_correction else None)
+      self._outputs = self._per_client()
+
+  def _per_client(self):
+    p = self._program
+    w0, x, y, mask = p.w0, p.x, p.y, p.mask
+    num_clients = tf.shape(x)[0]
+    has_batch = tf.reduce_sum(mask, axis=2) > 0
+    steps = tf.reduce_sum(tf.cast(has_batch, tf.int32), axis=1)  # front-filled batches
+
+    def client(k, deltas, losses, corrects):
+      xk, yk, mk = x[k], y[k], mask[k]
+      aux = (None if self._corrections is None
+             else {'correction': tuple(c[k] for c in self._corrections)})
+
+      def local_step(s, w, client_loss, client_correct):
+        new_w, batch_loss, correct, _ = p.step_fn(w, xk[s], yk[s], mk[s], aux=aux)
+        return s + 1, new_w, client_loss + batch_loss, client_correct + correct
+
+      _, w_final, client_loss, client_correct = tf.while_loop(
+          lambda s, *_: s < steps[k], local_step, (0, list(w0), 0.0, 0.0))
+      deltas = [ta.write(k, a - b) for ta, a, b in zip(deltas, w0, w_final)]
+      return k + 1, deltas, losses.write(k, client_loss), corrects.write(k, client_correct)
+
+    arrays = lambda: tf.TensorArray(tf.float32, size=num_clients)
+    _, deltas, losses, corrects = tf.while_loop(
+        lambda k, *_: k < num_clients, client,
+        (0, [arrays() for _ in w0], arrays(), arrays()), parallel_iterations=_PARALLEL_CLIENTS)
+    return collections.OrderedDict(
+        delta=[d.stack() for d in deltas], num_examples=tf.reduce_sum(mask, axis=[1, 2]),
+        num_steps=steps, loss_sum=losses.stack(), correct=corrects.stack())
+
+  def __call__(self, weights: Any, plan, corrections: Optional[Sequence[Any]] = None
+               ) -> list['collections.OrderedDict[str, Any]']:
+    """Each reporting client's result, in the plan's order.
+
+    Args:
+      weights: The global `ModelWeights`.
+      plan: The round's `tff_lab.simulation.plan.RoundPlan`.
+      corrections: With `with_correction`, one list of arrays per reporting client.
+    """
+    clients = list(plan.clients)
+    if not clients:
+      return []
+    feed = self._program.feed(weights.trainable, self._program.pack(clients))
+    if self._with_correction:
+      for i, placeholder in enumerate(self._corrections):
+        feed[placeholder] = np.stack([np.asarray(c[i], np.float32) for c in corrections])
+    out = self._program.session.run(self._outputs, feed)
+    return [collections.OrderedDict(
+        delta=[d[k] for d in out['delta']], num_examples=int(out['num_examples'][k]),
+        num_steps=int(out['num_steps'][k]), loss_sum=float(out['loss_sum'][k]),
+        correct=float(out['correct'][k])) for k in range(len(clients))]
+
+  def close(self) -> None:
+    self._program.close()
+
+
+def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, w, xb, yb, mb, aux=None):
   """One client's SGD step on one padded batch: new weights, loss·count, correct, stepped.
 
   `local_step` (a `tff_lab.algorithms.spec.LocalStep`) turns the loss gradient into the
-  direction taken, with the algorithm's `hparams`, exactly as TFF's client work does.
+  direction taken, with the algorithm's `hparams` (and `aux`, what it reads from the client's
+  state), exactly as TFF's client work does.
   """
   count = tf.reduce_sum(mb)
   with tf.GradientTape() as tape:
@@ -270,7 +376,7 @@ def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, w, xb, yb, mb
     batch_loss = tf.math.divide_no_nan(tf.reduce_sum(loss_fn(yb, preds) * mb), count)
   grads = tape.gradient(batch_loss, w, unconnected_gradients=tf.UnconnectedGradients.ZERO)
   step = tf.cast(count > 0, tf.float32)  # a client with no batch at this step stays put
-  direction = local_step.gradient(grads, w, w0, hparams)  # the algorithm's step, written once
+  direction = local_step.gradient(grads, w, w0, hparams, aux=aux)  # the step, written once
   new_w = [wi - step * lr * di for wi, di in zip(w, direction)]
   correct = tf.reduce_sum(accuracy_lib.correct_predictions(kind, yb, preds) * mb)
   return new_w, batch_loss * count, correct, step

@@ -211,7 +211,13 @@ def _check_in_graph(config) -> None:
                      'round can have any number of clients; use --simulation=tff)')
   if config.workers:
     raise ValueError(f'--simulation={name} does not use --workers')
-  if not algorithms_registry.get(config.algorithm).runs_in_graph:
+  spec = algorithms_registry.get(config.algorithm)
+  if spec.build_runner is not None and spec.fused_runner:  # its own runner, fused client phase
+    if name != 'fused':
+      raise ValueError(f'--algorithm={config.algorithm} runs its own rounds on --simulation=tff|'
+                       f'fused, not --simulation={name}')
+    return  # the rest is the algorithm's own check
+  if not spec.runs_in_graph:
     local_sgd = [n for n in algorithms_registry.names()
                  if algorithms_registry.get(n).runs_in_graph]
     raise ValueError(f'--simulation={name} runs {", ".join(local_sgd)}, not '
@@ -235,6 +241,8 @@ def _check_secure(config) -> None:
 def _build_in_graph(context: BackendContext) -> RoundRunner:
   config = context.config
   spec = algorithms_registry.get(config.algorithm)
+  if spec.build_runner is not None:  # e.g. SCAFFOLD: its runner, on the fused client phase
+    return spec.build_runner(context, context.client_store)
   # Same state and mathematics as `context.process`; only how a round is scheduled differs.
   # Build it before any other Keras model: it makes a TF1 graph, which invalidates earlier
   # Keras models.
