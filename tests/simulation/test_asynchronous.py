@@ -147,18 +147,26 @@ def _runner(task, settings, *, lr=0.05, server_lr=0.7, seed=0, weighted=True,
       latency_model=model, seed=seed)
 
 
+def test_the_runner_takes_the_algorithms_hyperparameters():
+  from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.ExperimentConfig(algorithm='fedprox', algorithm_hparams={'mu': 0.5})
+  assert asynchronous._hparams(config) == {'mu': 0.5}  # pylint: disable=protected-access
+
+
 def _plan(round_num):
   return types.SimpleNamespace(round_num=round_num)
 
 
-def test_fedbuff_equals_numpy_on_the_hand_schedule(tmp_path):
+@pytest.mark.parametrize('mu', [0.0, 0.5])  # fedavg; fedprox's proximal local step
+def test_fedbuff_equals_numpy_on_the_hand_schedule(tmp_path, mu):
   task = _full_batch_task(3)
   ids = list(task.train_data.client_ids)
   names = dict(zip('abc', ids))
   settings = asynchronous.AsyncSettings(
       concurrency=3, buffer_size=2, latency_model='file', latency_jitter=0.0,
       latency_file=_latency_file(tmp_path, zip(ids, [1, 2, 3])))
-  rounds = _runner(task, settings)
+  step = asynchronous._bound_step(spec_lib.PROXIMAL_SGD, {'mu': mu})  # pylint: disable=protected-access
+  rounds = _runner(task, settings, local_step=step)
   process = fedavg.build_fedavg(task, algorithms.create_optimizer('sgd', 0.05),
                                 algorithms.create_optimizer('sgd', 0.7))
   theta0 = plan_lib.initial_model_weights(task, 0)
@@ -167,11 +175,11 @@ def test_fedbuff_equals_numpy_on_the_hand_schedule(tmp_path):
   arrays = _client_arrays(task)
   versions = [theta0.trainable[0].astype(np.float64)]  # x_v, the model of each version
 
-  def local(cid, x):  # two full-batch GD epochs on MSE; returns x − y and the examples seen
+  def local(cid, x):  # two full-batch (proximal) GD epochs on MSE; x − y and the examples seen
     xs, ys = arrays[cid]
     y = x.copy()
     for _ in range(2):
-      y = y - 0.05 * 2.0 / len(ys) * xs.T @ (xs @ y - ys.reshape(-1, 1))
+      y = y - 0.05 * (2.0 / len(ys) * xs.T @ (xs @ y - ys.reshape(-1, 1)) + mu * (y - x))
     return x - y, 2 * len(ys)
 
   for k, (when, updates, staleness) in enumerate(HAND_SCHEDULE, 1):
