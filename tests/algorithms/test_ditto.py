@@ -1,6 +1,5 @@
 """Ditto, step by step against an independent NumPy implementation of Algorithm 1 (FedAvg as G)."""
 
-import collections
 import csv
 
 import numpy as np

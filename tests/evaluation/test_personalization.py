@@ -190,7 +190,8 @@ def test_local_training_of_clients_without_training_data_is_refused_in_one_line(
   task = dataclasses.replace(task, test_data=tff.simulation.datasets.TestClientData(
       {'stranger': collections.OrderedDict(x=np.zeros((2, 2), np.float32),
                                            y=np.zeros((2, 1), np.float32))}))
-  with pytest.raises(ValueError, match="--finetune_epochs trains each evaluation client.*'stranger'"):
+  with pytest.raises(ValueError,
+                     match="--finetune_epochs trains each evaluation client.*'stranger'"):
     personalization.check_task(task, finetune_epochs=1)
   personalization.check_task(task)  # nothing asked, nothing to check
   with pytest.raises(ValueError, match='epochs must be an integer >= 1'):

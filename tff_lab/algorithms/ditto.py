@@ -42,7 +42,7 @@ update attacks. The rest is refused before tracing (`check`).
 """
 
 import collections
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -252,7 +252,8 @@ def check(config) -> None:
 
 
 def _lambda(config) -> float:
-  from tff_lab.algorithms import registry  # pylint: disable=g-import-not-at-top  (registry imports us)
+  # pylint: disable-next=g-import-not-at-top  (the registry imports this module)
+  from tff_lab.algorithms import registry
   return float(registry.hparams_of(config)['ditto_lambda'])
 
 

@@ -305,7 +305,8 @@ def _layers_of(task_name: str, options: str) -> tuple[str, tuple[tuple[str, int]
 
 
 def _hparams(config) -> 'collections.OrderedDict[str, Any]':
-  from tff_lab.algorithms import registry  # pylint: disable=g-import-not-at-top  (registry imports us)
+  # pylint: disable-next=g-import-not-at-top  (the registry imports this module)
+  from tff_lab.algorithms import registry
   return registry.hparams_of(config)
 
 

@@ -334,7 +334,8 @@ class ClientReport:
 
     Args:
       task: The task (its test clients are the evaluation clients).
-      initial_weights: The run's initial model (the local baseline starts from it).
+      initial_weights: The run's initial model (the local baseline starts from it; None
+        without one).
       learning_rate: SGD rate of fine-tuning and of the local baseline (the client rate).
       seed: Seeds the local training's shuffling.
       finetune_epochs: k of the fine-tuned model; 0: none.
@@ -408,7 +409,8 @@ class ClientReport:
     """Takes the local baseline from a `to_checkpoint()` value (None: nothing saved)."""
     if not saved:
       return
-    if saved['epochs'] != self.local_baseline_epochs or list(saved['client_ids']) != self.client_ids:
+    if (saved['epochs'] != self.local_baseline_epochs
+        or list(saved['client_ids']) != self.client_ids):
       return  # another setting: recompute
     self.baseline = [collections.OrderedDict(accuracy=float(a), loss=float(l), num_examples=int(n))
                      for a, l, n in zip(saved['accuracy'], saved['loss'], saved['num_examples'])]
