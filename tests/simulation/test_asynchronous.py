@@ -165,7 +165,8 @@ def test_fedbuff_equals_numpy_on_the_hand_schedule(tmp_path, mu):
   settings = asynchronous.AsyncSettings(
       concurrency=3, buffer_size=2, latency_model='file', latency_jitter=0.0,
       latency_file=_latency_file(tmp_path, zip(ids, [1, 2, 3])))
-  step = asynchronous._bound_step(spec_lib.PROXIMAL_SGD, {'mu': mu})  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  step = asynchronous._bound_step(spec_lib.PROXIMAL_SGD, {'mu': mu})
   rounds = _runner(task, settings, local_step=step)
   process = fedavg.build_fedavg(task, algorithms.create_optimizer('sgd', 0.05),
                                 algorithms.create_optimizer('sgd', 0.7))
@@ -317,7 +318,8 @@ DIGITS = [f'client_{i:02d}' for i in range(20)]
                                       'latency_model=heavy_tail'),
     (['--latency_model=heavy_tail', '--latency_tail_fraction=1.5'],
      'latency_tail_fraction must be in [0, 1]'),
-    (['--latency_model=heavy_tail', '--latency_tail_alpha=0'], 'latency_tail_alpha must be positive'),
+    (['--latency_model=heavy_tail', '--latency_tail_alpha=0'],
+     'latency_tail_alpha must be positive'),
     (['--latency_model=file'], 'latency_model=file needs latency_file'),
     (['--latency_file=lat.csv'], 'latency_file only applies with latency_model=file'),
     (['--latency_model=file', '--latency_file=missing.csv'], 'cannot be read'),
