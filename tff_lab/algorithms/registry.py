@@ -18,6 +18,7 @@ from tff_lab.algorithms import fedprox
 from tff_lab.algorithms import fedrep
 from tff_lab.algorithms import fedsgd
 from tff_lab.algorithms import mime
+from tff_lab.algorithms import qffl
 from tff_lab.algorithms import scaffold
 from tff_lab.algorithms import spec as spec_lib
 from tff_lab.tasks import task as task_lib
@@ -28,6 +29,7 @@ for _spec in (fedavg.FEDAVG, fedavg.FEDAVG_UNWEIGHTED, fedsgd.SPEC, fedprox.SPEC
 spec_lib.register(ditto.SPEC)
 spec_lib.register(fedrep.FEDREP)
 spec_lib.register(fedrep.FEDPER)
+spec_lib.register(qffl.SPEC)
 
 # The built-in algorithms; `spec.names()` also lists those registered later.
 ALGORITHMS = spec_lib.names()
