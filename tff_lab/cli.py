@@ -17,6 +17,8 @@ diverged (non-finite loss; the last good checkpoint is kept), 4 a remote worker 
 checkpoints are kept, re-running resumes).
 """
 
+import dataclasses
+import os
 import sys
 
 from absl import app
@@ -36,6 +38,7 @@ from tff_lab.flags import task_flags
 from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.algorithms import schedules
 from tff_lab.training import config as config_lib
+from tff_lab.training import experiment_dir
 
 _DEFAULTS = config_lib.ExperimentConfig()
 
@@ -70,8 +73,9 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', _DEFAULTS.checkpoin
 _SEED = flags.DEFINE_integer('seed', _DEFAULTS.seed, 'Seed of initialisation, sampling, shuffling.')
 _ROOT_OUTPUT_DIR = flags.DEFINE_string('root_output_dir', _DEFAULTS.root_output_dir,
                                        'Root of experiment directories.')
-_EXPERIMENT_NAME = flags.DEFINE_string('experiment_name', None,
-                                       'Experiment directory name (default: <task>_<algorithm>).')
+_EXPERIMENT_NAME = flags.DEFINE_string(
+    'experiment_name', None, 'Experiment directory name (default: <task>_<algorithm>_<server '
+    'optimizer>_<hash of the other settings>, so the same command resumes its own run).')
 _BYZANTINE_FRACTION = flags.DEFINE_float('byzantine_fraction', 0.0,
                                          'Fraction of each round\'s sampled clients that attack.')
 _ATTACK = flags.DEFINE_string('attack', 'sign_flip',
@@ -133,7 +137,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
     asynchrony = async_flags.asynchrony_from_flags()
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
-  return config_lib.ExperimentConfig(
+  config = config_lib.ExperimentConfig(
       task=_TASK.value, task_options=task_options, algorithm=_ALGORITHM.value,
       algorithm_hparams=algorithm_flags.algorithm_hparams_from_flags(),
       rounds=_ROUNDS.value, clients_per_round=_CLIENTS_PER_ROUND.value,
@@ -150,22 +154,40 @@ def config_from_flags() -> config_lib.ExperimentConfig:
       dp_metrics=_DP_METRICS.value, client_sampling=_CLIENT_SAMPLING.value,
       workers=tuple(_WORKERS.value), worker_timeout=_WORKER_TIMEOUT.value,
       root_output_dir=_ROOT_OUTPUT_DIR.value,
-      experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
+      experiment_name=_EXPERIMENT_NAME.value or 'experiment',
       max_concurrent_clients=_MAX_CONCURRENT_CLIENTS.value, overwrite=_OVERWRITE.value,
       progress=_PROGRESS.value, plugins=tuple(dict.fromkeys(_PLUGIN.value)),
       client_lr_schedule=section_flags.section_from_flags(schedules.LearningRateSchedule,
                                                          'client_lr_'),
       server_lr_schedule=section_flags.section_from_flags(schedules.LearningRateSchedule,
                                                          'server_lr_'), **client, **server)
+  if _EXPERIMENT_NAME.value:
+    return config
+  return dataclasses.replace(config, experiment_name=experiment_dir.default_experiment_name(config))
 
 
 def _check_saved_plugins() -> None:
   """Refuses a run directory made with other plugins before the task or aggregator is looked up
-  (they may be the missing plugin's)."""
-  config_lib.check_saved_plugins(config_lib.ExperimentConfig(
-      root_output_dir=_ROOT_OUTPUT_DIR.value,
-      experiment_name=_EXPERIMENT_NAME.value or f'{_TASK.value}_{_ALGORITHM.value}',
-      overwrite=_OVERWRITE.value, plugins=tuple(dict.fromkeys(_PLUGIN.value))))
+  (they may be the missing plugin's).
+
+  Without --experiment_name, the directory is named after the settings; where they cannot be
+  read (a missing plugin's task or aggregator), every `<task>_<algorithm>_<server optimizer>_*`
+  run of the root is checked.
+  """
+  if _EXPERIMENT_NAME.value:
+    names = [_EXPERIMENT_NAME.value]
+  else:
+    try:
+      names = [config_from_flags().experiment_name]
+    except (config_lib.ConfigError, ValueError):
+      prefix = f'{_TASK.value}_{_ALGORITHM.value}_{flags.FLAGS.server_optimizer}_'
+      root = _ROOT_OUTPUT_DIR.value
+      names = sorted(n for n in (os.listdir(root) if os.path.isdir(root) else [])
+                     if n.startswith(prefix))
+  for name in names:
+    config_lib.check_saved_plugins(config_lib.ExperimentConfig(
+        root_output_dir=_ROOT_OUTPUT_DIR.value, experiment_name=name, overwrite=_OVERWRITE.value,
+        plugins=tuple(dict.fromkeys(_PLUGIN.value))))
 
 
 def load_plugins(argv=None) -> tuple[str, ...]:
@@ -191,7 +213,7 @@ def _main(argv):
   try:
     _check_saved_plugins()
     config = config_from_flags()
-    summary = loop.run_experiment(config)
+    summary = loop.run_experiment(config, argv=sys.argv)
   except config_lib.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -77,9 +77,10 @@ def test_worker_dies_when_parent_exits(mode, expected_code):
 def test_worker_dies_when_training_process_is_killed(sig, tmp_path):
   cmd = [sys.executable, os.path.join(REPO, 'experiments', 'run_experiment.py'),
          '--task=seed_linear', '--rounds=100000', '--clients_per_round=5', '--eval_every=0',
-         '--checkpoint_every=1000', f'--root_output_dir={tmp_path}', '--noprogress']
+         '--checkpoint_every=1000', f'--root_output_dir={tmp_path}', '--experiment_name=killed',
+         '--noprogress']
   proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-  metrics = tmp_path / 'seed_linear_fedavg' / 'metrics.csv'
+  metrics = tmp_path / 'killed' / 'metrics.csv'
   workers = []
   try:
     deadline = time.monotonic() + 240

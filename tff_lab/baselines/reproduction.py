@@ -245,7 +245,9 @@ def _is_finished(config: training.ExperimentConfig) -> bool:
     return False
   with open(path) as f:
     summary = json.load(f)
-  if summary.get('rounds_completed') != config.rounds:
+  # summary.json is rewritten every round: its status says whether the run ended.
+  if (summary.get('rounds_completed') != config.rounds
+      or summary.get('status', 'finished') != 'finished'):
     return False
   config_lib.prepare_experiment_dir(config)  # raises ConfigError for a changed config
   return True

@@ -5,17 +5,14 @@ hand. `validate()` catches every bad value that needs no data, and `validate_aga
 ones that need the task's client count; both run before any TFF tracing, and each problem is one
 `ConfigError` line naming the setting.
 
-An experiment directory keeps `config.json`. Re-running with the same settings resumes; with
-different ones it is refused (naming each difference) unless `overwrite` is set. Only `rounds` may
-change between runs (to extend a finished run), along with settings that cannot change results
-(output location, concurrency).
+The experiment directory's I/O (config.json and what may change on resuming, summary.json,
+history.jsonl, default directory names) is `tff_lab.training.experiment_dir`; its
+`prepare_experiment_dir`, `check_saved_plugins` and `RESUMABLE_KEYS` are re-exported here.
 """
 
 import collections
 import dataclasses
-import json
 import os
-import shutil
 from typing import Any, Optional
 
 from tff_lab import aggregators
@@ -39,10 +36,13 @@ class ConfigError(ValueError):
   """A setting is invalid; the message names it."""
 
 
-# Settings that may differ when resuming: they do not change what is computed per round.
-RESUMABLE_KEYS = ('rounds', 'root_output_dir', 'experiment_name', 'max_concurrent_clients',
-                  'overwrite', 'progress', 'simulation', 'workers', 'worker_timeout',
-                  'finetune_epochs', 'local_baseline_epochs')
+# After ConfigError: experiment_dir imports this module for it. Re-exported for their callers.
+# pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+from tff_lab.training.experiment_dir import RESUMABLE_KEYS
+from tff_lab.training.experiment_dir import _comparable
+from tff_lab.training.experiment_dir import check_saved_plugins
+from tff_lab.training.experiment_dir import prepare_experiment_dir
+# pylint: enable=g-import-not-at-top,wrong-import-position,unused-import
 
 
 @dataclasses.dataclass
@@ -317,97 +317,3 @@ class ExperimentConfig:
 def _require(condition: bool, message: str) -> None:
   if not condition:
     raise ConfigError(message)
-
-
-def _comparable(config: dict) -> dict:
-  config = dict({'plugins': [], 'algorithm_hparams': {}, 'asynchrony': {}},
-                **config)  # older config.json files
-  hparams = dict(config['algorithm_hparams'])
-  if 'mu' in config:  # before algorithm_hparams, FedProx's mu was a setting of its own
-    hparams.setdefault('mu', config.pop('mu'))
-  try:  # a hyperparameter given at its default computes the same as one left out
-    defaults = algorithms_registry.get(config.get('algorithm')).hparams
-  except ValueError:
-    defaults = {}
-  config['algorithm_hparams'] = {k: v for k, v in sorted(hparams.items())
-                                 if not (k in defaults and v == defaults[k].default)
-                                 and not (k == 'mu' and k not in defaults and v == 0)}
-  # Backends compute the same rounds, and `simulation` may change on resuming, but not to or
-  # from asynchronous rounds.
-  config['asynchronous (--simulation=async)'] = config.get('simulation') == 'async'
-  return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
-
-
-def check_saved_plugins(config: ExperimentConfig) -> None:
-  """Refuses, in one line, to resume a run made with other `--plugin` modules (read-only).
-
-  Checked before anything the plugins register is looked up, so that re-running without a
-  plugin names the plugin rather than its unknown task or aggregator. Without a (readable)
-  config.json, or with `overwrite`, there is nothing to check here.
-  """
-  if config.overwrite:
-    return
-  try:
-    with open(os.path.join(config.experiment_dir, 'config.json'), encoding='utf-8') as f:
-      saved = json.load(f)
-  except (OSError, ValueError):  # no run yet; a damaged file is prepare_experiment_dir's to report
-    return
-  if not isinstance(saved, dict):
-    return
-  old, new = list(saved.get('plugins') or []), list(config.plugins)
-  if old != new:
-    hint = ' '.join(f'--plugin={p}' for p in old) or 'no --plugin'
-    raise ConfigError(
-        f'experiment directory {config.experiment_dir!r} holds a run with other plugins '
-        f'(plugins: saved {old!r}, given {new!r}). To resume it, re-run with {hint}; to start '
-        'over pass --overwrite; or choose another --experiment_name.')
-
-
-def prepare_experiment_dir(config: ExperimentConfig) -> str:
-  """Creates (or checks, to resume) the experiment directory and writes config.json.
-
-  Returns:
-    The experiment directory.
-
-  Raises:
-    ConfigError: If the directory cannot be written, its config.json cannot be read (damaged),
-      or it holds a run with other settings. Nothing in the directory is changed then.
-  """
-  exp_dir = config.experiment_dir
-  config_path = os.path.join(exp_dir, 'config.json')
-  if config.overwrite and os.path.isdir(exp_dir):
-    shutil.rmtree(exp_dir)
-  try:
-    os.makedirs(exp_dir, exist_ok=True)
-    probe = os.path.join(exp_dir, '.write_probe')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f'output directory {exp_dir!r} is not writable: '
-                      f'{e.strerror or e}') from None
-  current = json.loads(json.dumps(config.to_dict()))  # normalise (tuples -> lists etc.)
-  if os.path.exists(config_path):
-    try:
-      with open(config_path, encoding='utf-8') as f:
-        saved = json.load(f)
-      if not isinstance(saved, dict):
-        raise ValueError(f'it holds a JSON {type(saved).__name__}, not an object')
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-      raise ConfigError(
-          f'{config_path} cannot be read ({e}), so the run in {exp_dir!r} cannot be checked for '
-          'resuming: restore the file to resume, pass --overwrite to start over, or choose another '
-          '--experiment_name') from None
-    old, new = _comparable(saved), _comparable(current)
-    diffs = [f'{k}: saved {old.get(k)!r}, given {new.get(k)!r}'
-             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if diffs:
-      raise ConfigError(
-          f'experiment directory {exp_dir!r} holds a run with other settings '
-          f'({"; ".join(diffs)}). To resume it, re-run with its saved settings (config.json); '
-          'to start over pass --overwrite; or choose another --experiment_name.')
-  tmp = config_path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(current, f, indent=2)
-  os.replace(tmp, config_path)
-  return exp_dir

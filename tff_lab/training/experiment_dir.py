@@ -9,9 +9,9 @@ the records of that directory from ever contradicting each other:
   is refused, naming each difference, unless only settings that cannot change what a round
   computes differ (`RESUMABLE_KEYS`: output location, concurrency, backend, workers, progress).
   Those are recorded per invocation in history.jsonl; config.json keeps the values it was made
-  with. The one field it updates is `rounds`, the run's target: a resume may keep or raise it,
-  never lower it below the rounds already completed (refused in one line, before anything is
-  written).
+  with. The one field it updates is `rounds`, the run's target: a resume may set it to any
+  value not below the rounds already completed (a lower one is refused in one line, before
+  anything is written).
 * **history.jsonl** gets one line per invocation that got past the checks: its arguments
   (`argv` from the command line, None from Python) and the settings that differ from
   config.json (`changed`), the resumable settings it used (`settings`), its start and end time
@@ -21,14 +21,15 @@ the records of that directory from ever contradicting each other:
   `running` until the next invocation marks it `killed`, with the rounds and time it reached.
 * **summary.json** is rewritten after every round, so it always agrees with metrics.csv:
   `rounds_completed` is the CSV's last round and `final_metrics` the last value of each CSV column.
-  Its `config` is config.json's; `status` is `running` until the run finishes (or how it stopped);
-  `wall_seconds` is the wall time summed over every invocation, `invocations` their count and
-  `last_invocation` the latest one's history entry; `resumed_from_round` is the round the latest
-  invocation started from.
+  Its `config` is config.json's; `status` is how the latest invocation ended (`running` while it
+  trains); `wall_seconds` is the wall time summed over every invocation, `invocations` their count
+  and `last_invocation` the latest one's history entry; `resumed_from_round` is the round the
+  latest invocation started from. An invocation with no round left to train (a finished run
+  re-run) keeps the run's curves.png and final_model.keras as they are.
 
 Default directory names (`default_experiment_name`) are `<task>_<algorithm>_<server optimizer>_
-<hash>`, the hash taken over every other setting that config.json compares (at non-default values
-only, so a setting added later with a default does not rename existing runs). Distinct experiments
+<hash>`, the hash taken over every other setting that config.json compares but the plugins (at
+non-default values only, so a setting added later with a default does not rename existing runs). Distinct experiments
 never share a directory, and re-running the same command (with any resumable setting changed)
 resumes its own.
 """
@@ -53,7 +54,8 @@ from tff_lab.training import config as config_lib
 
 # Settings that may differ when resuming: they do not change what is computed per round.
 RESUMABLE_KEYS = ('rounds', 'root_output_dir', 'experiment_name', 'max_concurrent_clients',
-                  'overwrite', 'progress', 'simulation', 'workers', 'worker_timeout')
+                  'overwrite', 'progress', 'simulation', 'workers', 'worker_timeout',
+                  'finetune_epochs', 'local_baseline_epochs')
 
 CONFIG_FILENAME = 'config.json'
 SUMMARY_FILENAME = 'summary.json'
@@ -68,7 +70,8 @@ _STATUS = {'NonFiniteLossError': 'diverged', 'KeyboardInterrupt': 'interrupted'}
 
 def _comparable(config: dict) -> dict:
   """The settings of a config.json (or `to_dict()`) that must match to resume, normalised."""
-  config = dict({'plugins': [], 'algorithm_hparams': {}}, **config)  # older config.json files
+  config = dict({'plugins': [], 'algorithm_hparams': {}, 'asynchrony': {}},
+                **config)  # older config.json files
   hparams = dict(config['algorithm_hparams'])
   if 'mu' in config:  # before algorithm_hparams, FedProx's mu was a setting of its own
     hparams.setdefault('mu', config.pop('mu'))
@@ -79,6 +82,9 @@ def _comparable(config: dict) -> dict:
   config['algorithm_hparams'] = {k: v for k, v in sorted(hparams.items())
                                  if not (k in defaults and v == defaults[k].default)
                                  and not (k == 'mu' and k not in defaults and v == 0)}
+  # Backends compute the same rounds, and `simulation` may change on resuming, but not to or
+  # from asynchronous rounds.
+  config['asynchronous (--simulation=async)'] = config.get('simulation') == 'async'
   return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
 
 
@@ -302,9 +308,11 @@ def _is_number(value: Any) -> bool:
 class RunRecord:
   """The records of one invocation on an experiment directory: history.jsonl and summary.json.
 
-  `begin` appends the invocation to history.jsonl; `restored` (after metrics.csv was truncated to
-  the checkpoint resumed from) and `round_done` (after each round's row) rewrite summary.json;
-  `finish` records how the invocation ended in both.
+  Making one appends the invocation to history.jsonl (closing the entries of killed ones).
+  `restored` (metrics.csv truncated to the checkpoint resumed from), `round_done` (a round's row
+  written) and `checkpointed` rewrite summary.json; `finish` records how the invocation ended, in
+  both files. summary.json's `rounds_completed` and `final_metrics` are read from metrics.csv
+  when the record is made and on `restored`, and follow its rows after that.
 
   Args:
     config: This invocation's settings (prepare_experiment_dir has accepted them).
@@ -327,23 +335,23 @@ class RunRecord:
         argv=list(argv) if argv is not None else None,
         changed={k: v for k, v in current.items() if self.saved_config.get(k) != v},
         settings={k: current[k] for k in RESUMABLE_KEYS
-                  if k not in ('root_output_dir', 'experiment_name')},
+                  if k in current and k not in ('root_output_dir', 'experiment_name')},
         **_source_version(), rounds_from=None, rounds_to=None, wall_seconds=0.0, exit_code=None,
         error=None)
     self._history.append(self.entry)
     _write_history(self._history_path, self._history)
     self.task: Optional[dict] = None
-    self.final_metrics: 'collections.OrderedDict[str, Any]' = collections.OrderedDict()
-    self.rounds_completed = 0
-    self.checkpoint_round: Optional[int] = None
     self.privacy: Optional[dict] = None
     self.files: list[str] = []
+    self.checkpoint_round = checkpoint.latest_checkpoint(os.path.join(self.exp_dir, 'checkpoints'))
+    self._read_metrics()
 
   @property
   def previously_finished(self) -> bool:
     """Whether summary.json said the run was finished before this invocation."""
-    return self.previous_summary.get('status', 'finished') == 'finished' and bool(
-        self.previous_summary)
+    # A summary.json from before `status` was only written when the run finished.
+    return bool(self.previous_summary) and self.previous_summary.get('status',
+                                                                     'finished') == 'finished'
 
   def _close_killed(self, history: list[dict]) -> list[dict]:
     """Marks entries left `running` by a process that was killed, from summary.json's copy."""
@@ -358,30 +366,36 @@ class RunRecord:
       history[i] = dict(entry, status='killed')
     return history
 
-  def restored(self, start_round: int, task_summary: dict, metrics_path: str) -> None:
-    """The run resumes after `start_round`, with metrics.csv truncated to it; writes summary.json.
-
-    `final_metrics` starts from the last value of each column of metrics.csv.
-    """
-    self.task = task_summary
-    self.entry['rounds_from'] = self.entry['rounds_to'] = start_round
-    self.checkpoint_round = start_round  # the checkpoint resumed from (0: the initial state)
-    self.final_metrics = collections.OrderedDict()
+  def _read_metrics(self) -> None:
+    """`rounds_completed` and `final_metrics` from metrics.csv: its last round, and the last
+    value of each of its columns."""
+    self.final_metrics: 'collections.OrderedDict[str, Any]' = collections.OrderedDict()
     self.rounds_completed = 0
-    for row in writers.CSVMetricsWriter(metrics_path).rows():
+    path = os.path.join(self.exp_dir, METRICS_FILENAME)
+    for row in writers.CSVMetricsWriter(path).rows() if os.path.exists(path) else []:
       self.rounds_completed = int(row['round'])
       for key, text in row.items():
         value = _csv_value(text)
         if key != 'round' and value is not None:
           self.final_metrics[key] = value
+
+  def restored(self, start_round: int, task_summary: dict) -> None:
+    """The run resumes after `start_round` (its checkpoint), metrics.csv truncated to it."""
+    self.task = task_summary
+    self.entry['rounds_from'] = self.entry['rounds_to'] = start_round
+    self.checkpoint_round = start_round
+    self._read_metrics()
     self.write_summary()
 
-  def round_done(self, round_num: int, metrics: dict, checkpointed: bool) -> None:
-    """Round `round_num`'s row (`metrics`) is in metrics.csv; rewrites summary.json."""
+  def round_done(self, round_num: int, metrics: dict) -> None:
+    """Round `round_num`'s row (`metrics`) is in metrics.csv."""
     self.rounds_completed = self.entry['rounds_to'] = round_num
-    if checkpointed:
-      self.checkpoint_round = round_num
     self.final_metrics.update((k, v) for k, v in metrics.items() if _is_number(v))
+    self.write_summary()
+
+  def checkpointed(self, round_num: int) -> None:
+    """Round `round_num`'s checkpoint is written."""
+    self.checkpoint_round = round_num
     self.write_summary()
 
   def finish(self, status: str = 'finished', error: Optional[BaseException] = None) -> dict:
@@ -394,7 +408,8 @@ class RunRecord:
       name = type(error).__name__
       code = error.code if isinstance(error, SystemExit) else _by_class(error, _EXIT_CODES, 1)
       self.entry['exit_code'] = code
-      self.entry['error'] = f'{name}: {" ".join(str(error).split())}'.rstrip(': ')
+      message = ' '.join(str(error).split())
+      self.entry['error'] = f'{name}: {message}' if message else name
     summary = self.write_summary()
     _write_history(self._history_path, self._history)
     return summary

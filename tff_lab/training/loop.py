@@ -4,7 +4,8 @@
 
   1. validate the config (the algorithm's spec and the selected backend check it) and build the
      task (cheap, no TFF tracing), check it against the task;
-  2. create or reopen `<root_output_dir>/<experiment_name>/`;
+  2. create or reopen `<root_output_dir>/<experiment_name>/` (`experiment_dir`: config.json kept
+     as made, this invocation appended to history.jsonl);
   3. build the learning process (its state's structure), the backend's round runner
      (`tff_lab.simulation.backends`), the algorithm's client store if it keeps one, and the
      evaluation computations (TFF tracing);
@@ -14,8 +15,9 @@
      roles, data plans), run it (`runner.next(state, plan)`), journal a DP release
      (`tff_lab.training.release`), stop on a non-finite loss, evaluate every `eval_every`
      rounds, write what may be released to metrics.csv and TensorBoard, checkpoint every
-     `checkpoint_every` rounds;
-  6. write curves.png, summary.json (with its `privacy` section under DP) and final_model.keras.
+     `checkpoint_every` rounds, and rewrite summary.json to agree with metrics.csv;
+  6. write curves.png, final_model.keras, summary.json (with its `privacy` section under DP) and
+     how the invocation ended (history.jsonl; also when it stops with an exception).
 
 Every source of randomness is a pure function of (seed, round), or under DP of (run secret,
 round) for sampling: the clients sampled, each client's shuffle seed, the fault roles. With the
@@ -24,11 +26,10 @@ same weights as an uninterrupted run, and metrics.csv holds one row per round.
 """
 
 import collections
-import json
 import math
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -55,6 +56,7 @@ from tff_lab.tasks import registry as tasks_registry
 from tff_lab.tasks import task as task_lib
 from tff_lab.training import checkpoint
 from tff_lab.training import config as config_lib
+from tff_lab.training import experiment_dir
 from tff_lab.training import release as release_lib
 
 
@@ -294,37 +296,27 @@ def _train_round(runner: backends.RoundRunner, state: Any, plan: plan_lib.RoundP
   return output.state, metrics
 
 
-def _write_final_outputs(config, task, process, state, exp_dir, csv_path, fed_eval, keras_model,
-                         last, start_round, started, release, report=None, personal=None
-                         ) -> 'collections.OrderedDict[str, Any]':
-  """curves.png, final_model.keras and summary.json (after a final evaluation if missing), and
-  the per-client report's clients.csv and client_accuracy.png unless DP withholds them."""
-  weights = process.get_model_weights(state)
-  if fed_eval is not None and not any(k.startswith('central_eval_') for k in last):
-    metrics = _evaluate(task, weights, fed_eval, keras_model)
-    metrics.update(report.evaluate(weights, personal))
-    last.update(release.apply(metrics))
-  plotting.plot_curves(csv_path, os.path.join(exp_dir, 'curves.png'),
-                       title=f'{task.description} — {config.algorithm}')
-  asynchronous.write_time_plot(config)  # accuracy vs simulated time, after an async run
-  final_model = centralized.keras_model_with_weights(task, weights)
-  final_model.save(os.path.join(exp_dir, 'final_model.keras'))
-  summary = collections.OrderedDict(
-      config=config.to_dict(), task=task.summary(), rounds_completed=config.rounds,
-      resumed_from_round=start_round, wall_seconds_this_run=time.time() - started,
-      final_metrics=collections.OrderedDict(
-          (k, v) for k, v in last.items() if isinstance(v, (int, float))),
-      files=['metrics.csv', 'tensorboard/', 'curves.png', 'summary.json', 'final_model.keras',
-             'checkpoints/', 'config.json'])
+def _write_final_outputs(config, task, process, state, exp_dir, csv_path, start_round, record,
+                         release, report=None) -> 'collections.OrderedDict[str, Any]':
+  """curves.png and final_model.keras (kept as they are when a finished run ran no round), the
+  accuracy-vs-simulated-time plot of an async run, the per-client report's clients.csv and
+  client_accuracy.png of this invocation's last evaluation unless DP withholds them, then
+  summary.json and the invocation's history entry (`experiment_dir.RunRecord.finish`)."""
+  outputs = [os.path.join(exp_dir, name) for name in ('curves.png', 'final_model.keras')]
+  title = f'{task.description} — {config.algorithm}'
+  if (start_round < config.rounds or not record.previously_finished
+      or not all(map(os.path.exists, outputs))):
+    plotting.plot_curves(csv_path, outputs[0], title=title)
+    centralized.keras_model_with_weights(task, process.get_model_weights(state)).save(outputs[1])
+  asynchronous.write_time_plot(config)  # with the finished sibling runs, also on a re-run
   if report is not None and (not release.dp or config.dp_metrics == 'public'):
-    summary['files'] += report.write_final(exp_dir, f'{task.description} — {config.algorithm}')
-  privacy = release.summary()
-  if privacy is not None:
-    summary['privacy'] = privacy
-    summary['files'].append(ledger_lib.LEDGER_FILENAME)
-  with open(os.path.join(exp_dir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  return summary
+    report.write_final(exp_dir, title)  # nothing when this invocation evaluated no round
+    record.files += [name for name in (personalization.CSV_NAME, personalization.PNG_NAME)
+                     if os.path.exists(os.path.join(exp_dir, name))]
+  record.privacy = release.summary()
+  if record.privacy is not None:
+    record.files.append(ledger_lib.LEDGER_FILENAME)
+  return record.finish()
 
 
 def _build_runner(config, task, process, model_aggregator):
@@ -356,12 +348,18 @@ def _build_report(config, task, personalized: bool
 _SHOWN = ('train_loss', 'train_accuracy', 'fed_eval_accuracy', 'central_eval_accuracy')
 
 
-def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
-                   ) -> 'collections.OrderedDict[str, Any]':
+def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
+                   argv: Optional[Sequence[str]] = None) -> 'collections.OrderedDict[str, Any]':
   """Runs (or resumes) the experiment described by `config`; returns the summary.
 
+  Args:
+    config: The experiment.
+    model_aggregator: A `tff.aggregators` factory replacing the config's aggregation stack.
+    argv: The command line that asked for the run (tff-lab-run gives `sys.argv`), recorded in the
+      directory's history.jsonl.
+
   Raises:
-    ConfigError: For invalid settings, before any TFF tracing.
+    ConfigError: For invalid settings, before any TFF tracing (and before anything is written).
     WorkerError: A remote worker (`config.workers`) is unreachable or died; checkpoints are kept.
     NonFiniteLossError: If a round's training loss is NaN or infinite; the last good checkpoint
       is kept and the metrics of that round are not written.
@@ -378,7 +376,19 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
     personalization.check_task(task, config.finetune_epochs, config.local_baseline_epochs)
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
-  exp_dir = config_lib.prepare_experiment_dir(config)
+  experiment_dir.prepare_experiment_dir(config)
+  record = experiment_dir.RunRecord(config, argv)
+  try:
+    return _train(config, task, model_aggregator, record)
+  except BaseException as e:  # pylint: disable=broad-except  (recorded, then raised as it was)
+    record.finish(experiment_dir.status_of(e), error=e)
+    raise
+
+
+def _train(config, task, model_aggregator, record: experiment_dir.RunRecord
+           ) -> 'collections.OrderedDict[str, Any]':
+  """Builds the run (TFF tracing), restores it, trains the remaining rounds, writes the outputs."""
+  exp_dir = config.experiment_dir
   ckpt_dir = os.path.join(exp_dir, 'checkpoints')
   csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
   _set_execution_context(config)
@@ -393,6 +403,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
   state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store,
                                         report,
                                         runner=runner)
+  record.restored(start_round, task.summary())
   tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'), resume_at=start_round)
   # Only the mechanism that adds the noise is accounted for, as the runner that applies it
   # declares it; under DP the release also picks the (secret) sampling entropy.
@@ -400,8 +411,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
                                      len(task.train_data.client_ids))
   planner = plan_lib.RoundPlanner(task, config.clients_per_round, config.faults, config.seed,
                                   config.client_sampling, release.sampling_entropy)
-  last: dict = {}
-  started = time.time()
+  last = dict(record.final_metrics)  # shown in the progress bar
   bar = tqdm.tqdm(total=config.rounds, initial=start_round, desc=f'{config.task}/{config.algorithm}',
                   unit='round', disable=not config.progress, dynamic_ncols=True)
   try:
@@ -415,10 +425,12 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
         metrics.update(report.evaluate(weights, personal))
       metrics = release.apply(metrics)  # what may leave the process (all of it without DP)
       csv_writer.write(round_num, metrics)
+      record.round_done(round_num, metrics)  # summary.json follows metrics.csv
       tb_writer.write(round_num, metrics)
       if round_num % config.checkpoint_every == 0 or round_num == config.rounds:
         checkpoint.save_checkpoint(ckpt_dir, round_num, state,
                                    extra=_extra(runner, client_store, report))
+        record.checkpointed(round_num)
       last.update(metrics)
       bar.set_postfix(collections.OrderedDict(
           (k, f'{last[k]:.4f}') for k in _SHOWN if k in last))
@@ -429,5 +441,5 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None
     runner.close()
     if config.workers:  # a notebook continues on a local worker, not on the remote ones
       runtime.set_local_context()
-  return _write_final_outputs(config, task, process, state, exp_dir, csv_writer.path, fed_eval,
-                              keras_model, last, start_round, started, release, report, personal)
+  return _write_final_outputs(config, task, process, state, exp_dir, csv_writer.path, start_round,
+                              record, release, report)
