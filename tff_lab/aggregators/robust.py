@@ -71,14 +71,36 @@ def krum_scores(x: tf.Tensor, num_byzantine: int) -> tf.Tensor:
   return tf.reduce_sum(tf.sort(squared, axis=1)[:, 1:n - num_byzantine - 1], axis=1)
 
 
-class _GatheredRuleFactory(tff.aggregators.UnweightedAggregationFactory):
-  """Gathers every client's decoded update at the server and applies `_rule` to the n×d stack."""
+class GatheredRuleFactory(tff.aggregators.UnweightedAggregationFactory):
+  """Gathers every client's decoded update at the server and applies `rule` to the n×d stack.
+
+  The base of the robust rules, public so that a new rule is one method: subclass it and write
+  `rule(stacked)`, with `stacked` the float32 [n, d] matrix of the n reporting clients' updates
+  (flattened and concatenated), returning the aggregate (float32 [d]) and an OrderedDict of
+  scalar measurements (they reach metrics.csv under `aggregator/`). The base does the rest:
+  structures with several tensors are flattened into one vector (`tff.aggregators.concat_factory`)
+  and restored, an optional upload `codec` (`tff_lab.aggregators.compression`) encodes each
+  client's update, and the communication counters (`upload_bytes_per_client`, ...) are reported
+  with the rule's measurements. For example, a norm-bounded mean:
+
+      class NormBoundedMeanFactory(GatheredRuleFactory):
+        def __init__(self, bound):
+          super().__init__()
+          self._bound = bound
+        def rule(self, stacked):
+          norms = tf.norm(stacked, axis=1, keepdims=True)
+          kept = tf.minimum(1.0, self._bound / tf.maximum(norms, 1e-12))
+          return tf.reduce_mean(stacked * kept, axis=0), collections.OrderedDict(
+              clipped=tf.reduce_sum(tf.cast(norms > self._bound, tf.int32)))
+
+  Unweighted (every client counts once), as robust rules are.
+  """
 
   def __init__(self, codec: Optional[compression.Codec] = None):
     self._codec = codec or compression.IdentityCodec()
 
-  def _rule(self, stacked: tf.Tensor):
-    """Returns (aggregate float32[d], OrderedDict of scalar measurements)."""
+  def rule(self, stacked: tf.Tensor):
+    """Returns (aggregate float32[d], OrderedDict of scalar measurements) from the n×d stack."""
     raise NotImplementedError
 
   def create(self, value_type) -> tff.templates.AggregationProcess:
@@ -108,7 +130,7 @@ class _GatheredRuleFactory(tff.aggregators.UnweightedAggregationFactory):
 
     @tff.tensorflow.computation(stack_type)
     def apply_rule(stacked):
-      aggregate, measurements = self._rule(stacked)
+      aggregate, measurements = self.rule(stacked)
       return aggregate, collections.OrderedDict(
           **measurements, **compression.communication(tf.shape(stacked)[0], upload, dense, dense))
 
@@ -127,14 +149,14 @@ class _GatheredRuleFactory(tff.aggregators.UnweightedAggregationFactory):
     return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
-class CoordinateMedianFactory(_GatheredRuleFactory):
+class CoordinateMedianFactory(GatheredRuleFactory):
   """Coordinate-wise median (Yin et al. 2018)."""
 
-  def _rule(self, stacked):
+  def rule(self, stacked):
     return coordinate_median(stacked), {}
 
 
-class TrimmedMeanFactory(_GatheredRuleFactory):
+class TrimmedMeanFactory(GatheredRuleFactory):
   """β-trimmed mean (Yin et al. 2018): per coordinate, drop the ⌊β·n⌋ largest and smallest."""
 
   def __init__(self, trim_fraction: float, codec: Optional[compression.Codec] = None):
@@ -143,12 +165,12 @@ class TrimmedMeanFactory(_GatheredRuleFactory):
     super().__init__(codec)
     self._trim_fraction = trim_fraction
 
-  def _rule(self, stacked):
+  def rule(self, stacked):
     aggregate, k = trimmed_mean(stacked, self._trim_fraction)
     return aggregate, {'trimmed_per_side': k}
 
 
-class KrumFactory(_GatheredRuleFactory):
+class KrumFactory(GatheredRuleFactory):
   """Multi-Krum (Blanchard et al. 2017): the mean of the m updates with the lowest Krum scores.
 
   m = 1 is Krum. Needs n > 2f + 2 reporting clients and m ≤ n − f; a round with fewer clients
@@ -166,7 +188,7 @@ class KrumFactory(_GatheredRuleFactory):
     self._f = num_byzantine
     self._m = num_selected
 
-  def _rule(self, stacked):
+  def rule(self, stacked):
     n = tf.shape(stacked)[0]
     check = tf.debugging.Assert(
         tf.logical_and(n > 2 * self._f + 2, self._m <= n - self._f),
