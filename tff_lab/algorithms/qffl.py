@@ -23,9 +23,9 @@ communication: the client computes it before training). The forward pass is the 
 estimate. The 1e-10 is the authors' (`np.float_power(loss + 1e-10, q)`), so that F_k^{q−1}
 stays finite.
 
-L. The paper estimates the Lipschitz constant of ∇F_k by L = 1/η, η the clients' learning rate
-(§4, "we simply use the inverse of the learning rate"; the code's `1.0/self.learning_rate`), and
-that is what this module does: L = 1/--client_learning_rate. Δw_k = (wᵗ − w̄_k)/η is then the
+L. The paper estimates the Lipschitz constant of ∇F_k by the inverse of the clients' learning
+rate, L = 1/η (the authors' code: `1.0/self.learning_rate`), and that is what this module does:
+L = 1/--client_learning_rate. Δw_k = (wᵗ − w̄_k)/η is then the
 sum of the local gradients; for a single local step it is ∇F_k(wᵗ).
 
 q = 0 is FedAvg. Then Δ_k = L·Δ̃_k and h_k = L (with Δ̃_k = wᵗ − w̄_k), so
