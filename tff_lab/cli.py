@@ -98,8 +98,10 @@ _CLIENT_SAMPLING = flags.DEFINE_enum(
     'client_sampling', _DEFAULTS.client_sampling, ['fixed', 'poisson'],
     'fixed: clients_per_round clients uniformly without replacement; poisson: each client with '
     'probability clients_per_round/N (the tighter DP accounting; --simulation=tff only).')
-_SIMULATION = flags.DEFINE_string('simulation', 'tff',
-                                  'tff: rounds through TFF\'s runtime; fused: all sampled '
+_SIMULATION = flags.DEFINE_string('simulation', _DEFAULTS.simulation,
+                                  'auto: the fastest backend that runs the configuration (fused '
+                                  'where it can, else tff; logged); tff: rounds through TFF\'s '
+                                  'runtime; fused: all sampled '
                                   'clients\' local SGD in one TF program, one client after '
                                   'another (same results, fastest on CPU); vectorized: the same, '
                                   'batched over clients with tf.vectorized_map (sgd clients, '

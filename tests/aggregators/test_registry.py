@@ -131,3 +131,25 @@ def test_clipping_composes_before_it_and_bytes_are_counted():
     counted = m['clipping'] if clip_norm else m
     assert counted['num_clients'] == 2 and counted['upload_bytes_per_client'] == 8, m
     assert ('clipped_fraction' in m) == bool(clip_norm), m
+
+
+def test_every_backend_runs_a_registered_aggregator_or_refuses_it_in_one_line():
+  """Part of the config, so each backend's check sees it (none may silently use the mean)."""
+  from tff_lab.simulation import backends  # pylint: disable=g-import-not-at-top
+  from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  aggregators.register('t_norm_mean', build_norm_mean)
+  runs = {}
+  for name in backends.simulation_names() + ('secure',):
+    settings = dict(aggregation={'aggregator': 't_norm_mean'}, simulation=name)
+    if name == 'secure':
+      settings = dict(aggregation={'aggregator': 't_norm_mean', 'secure_aggregation': True},
+                      simulation='tff')
+    config = config_lib.ExperimentConfig(**settings)
+    try:
+      config.validate()
+      runs[name] = backends.resolve(config)[0].simulation
+    except config_lib.ConfigError as e:
+      assert '\n' not in str(e) and str(e), name
+      runs[name] = None
+  assert runs == {'auto': 'tff', 'tff': 'tff', 'fused': None, 'vectorized': None, 'async': None,
+                  'secure': None}

@@ -1,5 +1,8 @@
 """The backend registry: one protocol, checks before tracing, and the loop only calls it."""
 
+import csv
+import json
+
 import numpy as np
 import pytest
 
@@ -18,8 +21,8 @@ def _config(tmp_path, name='e', **kwargs):
 
 def test_the_builtin_backends_are_registered():
   assert list(backends.BACKENDS) == ['tff', 'fused', 'vectorized', 'secure', 'async']
-  assert backends.simulation_names() == ('tff', 'fused', 'vectorized', 'async')
-  cfg = config_lib.ExperimentConfig()
+  assert backends.simulation_names() == ('auto', 'tff', 'fused', 'vectorized', 'async')
+  cfg = config_lib.ExperimentConfig(simulation='tff')
   assert backends.backend_name(cfg) == 'tff'
   cfg.aggregation = {'secure_aggregation': True}
   assert backends.backend_name(cfg) == 'secure'
@@ -90,3 +93,56 @@ def test_the_loop_runs_any_registered_backend_on_the_planners_plans(tmp_path, re
   b = checkpoint.load_checkpoint(str(tmp_path / 'tff' / 'checkpoints'), 3, template)
   for x, y in zip(a.global_model_weights.trainable, b.global_model_weights.trainable):
     np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize('settings, kwargs, chosen, reason', [
+    ({}, {}, 'fused', 'the fastest backend for this configuration'),
+    ({'aggregation': {'aggregator': 'median'}}, {}, 'tff',
+     'not fused (--simulation=fused supports the default mean aggregation only)'),
+    ({'algorithm': 'fedsgd'}, {}, 'tff', 'not fused (--simulation=fused runs'),
+    ({'algorithm': 'scaffold'}, {}, 'fused', 'the fastest'),  # its own runner, fused phase
+    ({'aggregation': {'secure_aggregation': True}}, {}, 'tff', 'not fused (--secure_aggregation'),
+    ({'workers': ('localhost:1',)}, {}, 'tff', 'does not use --workers'),
+    ({}, {'has_model_aggregator': True}, 'tff', 'a model_aggregator passed to run_experiment'),
+])
+def test_auto_picks_the_fastest_backend_that_runs_the_configuration(settings, kwargs, chosen,
+                                                                     reason):
+  config = config_lib.ExperimentConfig(**settings)
+  assert config.simulation == 'auto'  # the default
+  config.validate()
+  resolved, why = backends.resolve(config, **kwargs)
+  assert resolved.simulation == chosen and why.startswith(f'--simulation=auto runs {chosen}: ')
+  assert reason in why and '\n' not in why
+  assert resolved == config_lib.ExperimentConfig(**dict(settings, simulation=chosen))
+  for name in ('tff', 'fused'):  # any other value is left alone
+    given = config_lib.ExperimentConfig(**dict(settings, simulation=name))
+    assert backends.resolve(given) == (given, '')
+
+
+def test_auto_is_refused_in_one_line_when_no_backend_runs_it():
+  with pytest.raises(config_lib.ConfigError, match="runs client SGD \\(the paper's\\), not --client_optimizer=adam") as e:
+    config_lib.ExperimentConfig(algorithm='scaffold', client_optimizer='adam').validate()
+  assert '\n' not in str(e.value)
+
+
+def test_the_loop_runs_and_records_the_backend_auto_chose(tmp_path, caplog):
+  summary = loop.run_experiment(_config(tmp_path, 'auto'))
+  assert 'runs fused' in caplog.text
+  reference = loop.run_experiment(_config(tmp_path, 'tff', simulation='tff'))
+  saved = json.loads((tmp_path / 'auto' / 'config.json').read_text())
+  assert saved['simulation'] == 'fused'
+  history = (tmp_path / 'auto' / 'history.jsonl').read_text()
+  assert '"fused"' in history
+  np.testing.assert_allclose(summary['final_metrics']['train_loss'],
+                             reference['final_metrics']['train_loss'], rtol=1e-5)
+  # The fused rounds report the communication the TFF path's mean reports, same values.
+  fused_rows = _rows(tmp_path / 'auto' / 'metrics.csv')
+  tff_rows = _rows(tmp_path / 'tff' / 'metrics.csv')
+  for key in ('upload_bytes_per_client', 'download_bytes_per_client', 'aggregator/num_clients',
+              'compression_ratio'):
+    assert [r[key] for r in fused_rows] == [r[key] for r in tff_rows], key
+
+
+def _rows(path):
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))

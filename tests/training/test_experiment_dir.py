@@ -121,7 +121,7 @@ def _parsed_config(*argv):
 
 
 def test_a_resumable_setting_changed_leaves_config_json_as_made(tmp_path):
-  config_lib.prepare_experiment_dir(_config(tmp_path))
+  config_lib.prepare_experiment_dir(_config(tmp_path, simulation='tff'))
   path = tmp_path / 'e' / 'config.json'
   made = path.read_bytes()
   assert json.loads(made)['simulation'] == 'tff'
@@ -239,7 +239,7 @@ def test_a_default_named_run_of_a_missing_plugin_names_the_plugin(tmp_path, cli_
 
 
 def test_rerun_with_another_backend_keeps_the_record_and_appends_history(tmp_path, cli_main):
-  code, out, err = cli_main(*_RUN, '--rounds=3')
+  code, out, err = cli_main(*_RUN, '--rounds=3', '--simulation=tff')
   assert code == 0, err
   name = _parsed_config(*_RUN, '--rounds=3').experiment_name
   exp_dir = str(tmp_path / name)
@@ -250,7 +250,8 @@ def test_rerun_with_another_backend_keeps_the_record_and_appends_history(tmp_pat
   [entry] = _history(exp_dir)
   assert entry['status'] == 'finished' and entry['exit_code'] == 0
   assert (entry['rounds_from'], entry['rounds_to']) == (0, 3)
-  assert entry['argv'][1:] == [f'--root_output_dir={tmp_path}', *_RUN, '--rounds=3']
+  assert entry['argv'][1:] == [f'--root_output_dir={tmp_path}', *_RUN, '--rounds=3',
+                               '--simulation=tff']
   assert entry['settings']['simulation'] == 'tff' and entry['changed'] == {}
   assert entry['tff_lab_version'] == tff_lab.__version__
   assert entry['git_commit'] is None or re.fullmatch(r'[0-9a-f]{40}', entry['git_commit'])

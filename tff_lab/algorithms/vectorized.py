@@ -219,8 +219,11 @@ class VectorizedRounds:
     # The server step, exactly as TFF's `build_apply_optimizer_finalizer` (shared by backends).
     new_state, non_finite = server_lib.apply_server_update(self._server_optimizer, state,
                                                            mean_delta)
-    return server_lib.round_output(new_state, non_finite, server_lib.train_metrics(
-        out['loss_sum'], out['correct'], out['num_examples'], out['num_batches']))
+    return server_lib.round_output(
+        new_state, non_finite, server_lib.train_metrics(
+            out['loss_sum'], out['correct'], out['num_examples'], out['num_batches']),
+        aggregator_metrics=server_lib.dense_communication_metrics(len(client_inputs),
+                                                                  weights.trainable))
 
   def close(self) -> None:
     self._program.close()

@@ -296,10 +296,11 @@ def write_rows(rows, path: str) -> None:
 
 def plot_clients(rows, path: str, title: str = '') -> None:
   """Each client's accuracy (one marker per model) against its number of training examples."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  # A Figure of its own, not pyplot: switching the global backend to Agg here would stop a
+  # notebook that trains in this process from showing its own plots inline.
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  fig = figure.Figure(figsize=(6.4, 4.4))
+  ax = fig.subplots()
   sizes = [r['num_train'] for r in rows]
   markers = dict(zip(MODELS, 'os^x'))
   for name in MODELS:
@@ -316,7 +317,6 @@ def plot_clients(rows, path: str, title: str = '') -> None:
   ax.set_title(title or 'per-client accuracy')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 class ClientReport:

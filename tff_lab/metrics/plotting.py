@@ -2,10 +2,9 @@
 
 import csv
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+# A Figure of its own per plot, not pyplot: the global backend stays what the user (e.g. a
+# notebook's inline backend) chose.
+from matplotlib import figure
 
 _SERIES = (
     ('loss', (('train_loss', 'train (clients, during the round)'),
@@ -23,7 +22,8 @@ def plot_curves(csv_path: str, png_path: str, title: str = '') -> None:
   """Plots the loss and accuracy columns present in `csv_path` into `png_path`."""
   with open(csv_path, newline='') as f:
     rows = list(csv.DictReader(f))
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  fig = figure.Figure(figsize=(11, 4))
+  axes = fig.subplots(1, 2)
   for ax, (ylabel, series) in zip(axes, _SERIES):
     for column, label in series:
       points = [(int(r['round']), float(r[column])) for r in rows if r.get(column)]
@@ -42,4 +42,3 @@ def plot_curves(csv_path: str, png_path: str, title: str = '') -> None:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(png_path, dpi=100)
-  plt.close(fig)

@@ -537,10 +537,10 @@ def plot_accuracy_vs_simulated_time(runs: 'collections.OrderedDict[str, str]', p
     The columns drawn, one per run (the first of central, federated evaluation or training
     accuracy that the run reports; runs without `simulated_time` are left out).
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top  (only for the plot)
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.5, 4))
+  # A Figure of its own (not pyplot, whose backend a notebook in this process uses inline).
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top  (only for the plot)
+  fig = figure.Figure(figsize=(6.5, 4))
+  ax = fig.subplots()
   drawn = []
   for label, csv_path in runs.items():
     rows = _read_rows(csv_path)
@@ -561,7 +561,6 @@ def plot_accuracy_vs_simulated_time(runs: 'collections.OrderedDict[str, str]', p
     ax.set_title(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(png_path, dpi=100)
-  plt.close(fig)
   return drawn
 
 

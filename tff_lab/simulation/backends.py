@@ -108,9 +108,49 @@ def register(backend: Backend) -> Backend:
   return backend
 
 
+AUTO = 'auto'
+# What `--simulation=auto` tries, fastest first (BUILD.md, "Round throughput"). Each computes
+# what `tff` computes (to float32 round-off); `vectorized` is slower on CPU, and `async` changes
+# the algorithm, so auto never picks them.
+AUTO_ORDER = ('fused', 'tff')
+
+
 def simulation_names() -> tuple[str, ...]:
-  """The values `--simulation` takes (every backend but `secure`, which a flag selects)."""
-  return tuple(name for name in BACKENDS if name != 'secure')
+  """The values `--simulation` takes (`auto`, and every backend but `secure`, which a flag
+  selects)."""
+  return (AUTO,) + tuple(name for name in BACKENDS if name != 'secure')
+
+
+def resolve(config, has_model_aggregator: bool = False) -> tuple[Any, str]:
+  """`config` with `--simulation=auto` replaced by the backend that will run it, and why.
+
+  Auto takes the first backend of `AUTO_ORDER` whose check, and the algorithm's, accept the
+  configuration (a `model_aggregator` passed to the loop runs on `tff` only). Other values are
+  returned as they are, with an empty reason.
+
+  Raises:
+    ValueError: One line, if no backend can run it (the reason `tff` refuses it).
+  """
+  if config.simulation != AUTO:
+    return config, ''
+  refusals = []
+  spec = algorithms_registry.get(config.algorithm)
+  for name in AUTO_ORDER:
+    candidate = dataclasses.replace(config, simulation=name)
+    try:
+      if has_model_aggregator and name != 'tff':
+        raise ValueError('a model_aggregator passed to run_experiment runs on tff only')
+      check(candidate)
+      if spec.check is not None:
+        spec.check(candidate)
+    except ValueError as e:
+      refusals.append((name, str(e)))
+      continue
+    if not refusals:
+      return candidate, f'--simulation=auto runs {name}: the fastest backend for this configuration'
+    passed = '; '.join(f'not {n} ({why})' for n, why in refusals)
+    return candidate, f'--simulation=auto runs {name}: {passed}'
+  raise ValueError(refusals[-1][1])
 
 
 def backend_name(config) -> str:
@@ -119,16 +159,22 @@ def backend_name(config) -> str:
 
 
 def get(name: str) -> Backend:
+  if name == AUTO:
+    raise ValueError('--simulation=auto is resolved to a backend first (backends.resolve)')
   if name not in BACKENDS:
     raise ValueError(f'unknown simulation {name!r}; choose one of {list(simulation_names())}')
   return BACKENDS[name]
 
 
 def check(config) -> None:
-  """Raises a one-line ValueError if the backend `config` selects cannot run it."""
+  """Raises a one-line ValueError if the backend `config` selects cannot run it (for `auto`: if
+  none can)."""
   if config.simulation not in simulation_names():
     raise ValueError(f'unknown simulation {config.simulation!r}; choose one of '
                      f'{list(simulation_names())}')
+  if config.simulation == AUTO:
+    resolve(config)
+    return
   get(backend_name(config)).check(config)
 
 

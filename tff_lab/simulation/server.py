@@ -68,7 +68,8 @@ def train_metrics(loss_sum: float, correct: float, num_examples: float, num_batc
 
 
 def round_output(new_state: Any, non_finite: int, train: dict,
-                 algorithm_metrics: Optional[dict] = None, name: str = ''
+                 algorithm_metrics: Optional[dict] = None, name: str = '',
+                 aggregator_metrics: Optional[dict] = None
                  ) -> tff.learning.templates.LearningProcessOutput:
   """A round's output with `process.next`'s metrics layout.
 
@@ -78,11 +79,26 @@ def round_output(new_state: Any, non_finite: int, train: dict,
     train: `client_work/train` (`train_metrics`).
     algorithm_metrics: The algorithm's own diagnostics, reported as `client_work/<name>/...`.
     name: The algorithm's name, for those.
+    aggregator_metrics: The aggregation's measurements (`aggregator/...`), e.g.
+      `dense_communication_metrics`.
   """
   client_work = collections.OrderedDict(train=train)
   if algorithm_metrics:
     client_work[name] = collections.OrderedDict(algorithm_metrics)
   metrics = collections.OrderedDict(
-      distributor=(), client_work=client_work, aggregator=collections.OrderedDict(),
+      distributor=(), client_work=client_work,
+      aggregator=collections.OrderedDict(aggregator_metrics or {}),
       finalizer=collections.OrderedDict(update_non_finite=non_finite))
   return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+
+
+def dense_communication_metrics(num_clients: int, weights: Sequence[np.ndarray]
+                                ) -> 'collections.OrderedDict[str, Any]':
+  """The communication measurements the TFF path's mean reports for an uncompressed float32
+  update of `weights`' shapes (`tff_lab.aggregators.compression.dense_communication`): the model
+  down, the update up, each the same number of float32 bytes."""
+  dense = int(sum(np.size(w) for w in weights)) * 4
+  return collections.OrderedDict(
+      num_clients=np.int32(num_clients), upload_bytes_per_client=np.int64(dense),
+      download_bytes_per_client=np.int64(dense), float32_upload_bytes_per_client=np.int64(dense),
+      compression_ratio=np.float32(1.0))

@@ -85,7 +85,9 @@ class ExperimentConfig:
     client_sampling: `fixed` (clients_per_round of the clients, uniformly without replacement)
       or `poisson` (each client independently with probability clients_per_round / N; the
       sample size varies). ε is accounted for the scheme used.
-    simulation: `tff` runs each round through TFF's runtime; `fused` trains all sampled clients
+    simulation: `auto` (default) picks the fastest backend that runs the configuration
+      (`tff_lab.simulation.backends.resolve`: `fused` where it can, else `tff`) and logs which
+      and why; `tff` runs each round through TFF's runtime; `fused` trains all sampled clients
       in one TF program, one after another (`tff_lab.algorithms.vectorized`; same results, the
       fastest on CPU); `vectorized` does too, batched over clients with `tf.vectorized_map`;
       `async` runs FedBuff's asynchronous aggregation on a simulated clock
@@ -136,7 +138,7 @@ class ExperimentConfig:
   dp_delta: Optional[float] = None
   dp_metrics: str = 'withheld'
   client_sampling: str = 'fixed'
-  simulation: str = 'tff'
+  simulation: str = 'auto'
   asynchrony: dict = dataclasses.field(default_factory=dict)
   root_output_dir: str = 'runs'
   experiment_name: str = 'experiment'
@@ -261,9 +263,9 @@ class ExperimentConfig:
     except (TypeError, ValueError) as e:
       raise ConfigError(str(e)) from None
     try:  # what the backend this config selects, and the algorithm itself, cannot run
-      backends.check(self)
+      backends.check(self)  # with --simulation=auto: that some backend can
       if spec.check is not None:
-        spec.check(self)
+        spec.check(backends.resolve(self)[0])
     except ValueError as e:
       raise ConfigError(str(e)) from None
     _require(bool(self.experiment_name) and os.sep not in self.experiment_name,

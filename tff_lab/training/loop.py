@@ -31,6 +31,7 @@ import os
 import time
 from typing import Any, Optional, Sequence
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -365,6 +366,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
       is kept and the metrics of that round are not written.
   """
   config.validate()
+  config, why = backends.resolve(config, has_model_aggregator=model_aggregator is not None)
   check_model_aggregator(config, model_aggregator)
   task = build_task(config)
   config.validate_against_task(len(task.train_data.client_ids), task.prediction_kind)
@@ -377,6 +379,8 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
   experiment_dir.prepare_experiment_dir(config)
+  if why:  # which backend --simulation=auto chose, once the input is known to be good
+    logging.warning('%s', why)
   record = experiment_dir.RunRecord(config, argv)
   try:
     return _train(config, task, model_aggregator, record)
