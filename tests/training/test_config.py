@@ -104,6 +104,19 @@ def test_a_config_json_with_the_old_mu_setting_resumes(tmp_path, algorithm, old_
                                               algorithm_hparams={'mu': 2.5}))
 
 
+def test_a_config_json_from_before_newer_settings_resumes_with_their_defaults(tmp_path):
+  config_lib.prepare_experiment_dir(_config(tmp_path))
+  path = tmp_path / 'e' / 'config.json'
+  saved = json.loads(path.read_text())
+  for key in ('client_lr_schedule', 'server_lr_schedule', 'asynchrony', 'model_aggregator',
+              'finetune_epochs', 'algorithm_hparams', 'plugins'):
+    del saved[key]
+  path.write_text(json.dumps(saved))
+  config_lib.prepare_experiment_dir(_config(tmp_path))  # the defaults are what it ran with
+  with pytest.raises(config_lib.ConfigError, match='client_lr_schedule: saved'):
+    config_lib.prepare_experiment_dir(_config(tmp_path, client_lr_schedule={'schedule': 'step'}))
+
+
 def test_a_plugin_that_does_not_import_is_a_config_error(tmp_path):
   with pytest.raises(config_lib.ConfigError,
                      match='^--plugin=t_no_such_plugin: cannot import t_no_such_plugin'):

@@ -1,5 +1,6 @@
 """The training loop: sampling, outputs, non-finite loss handling."""
 
+import dataclasses
 import json
 import os
 
@@ -219,3 +220,23 @@ def test_secure_aggregation_with_dp_reports_the_runners_own_mechanism(tmp_path):
   for r in _csv_rows(tmp_path):
     assert float(r['dp_epsilon']) == pytest.approx(
         accounting.epsilon(1.5, 4, 10, int(r['round']), accounting.default_delta(10)))
+
+
+def test_a_user_aggregator_is_recorded_and_resuming_without_it_is_refused(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  loop.run_experiment(_seed_linear(tmp_path),
+                      model_aggregator=tff.aggregators.MeanFactory())
+  saved = json.loads((tmp_path / 'e' / 'config.json').read_text())
+  assert saved['model_aggregator'] == 'tensorflow_federated.python.aggregators.mean.MeanFactory'
+  rows = _csv_rows(tmp_path)
+  for other in (None, tff.aggregators.as_weighted_aggregator(
+      tff.aggregators.UnweightedMeanFactory())):
+    with pytest.raises(config_lib.ConfigError, match='model_aggregator: saved'):
+      loop.run_experiment(dataclasses.replace(_seed_linear(tmp_path), rounds=3), model_aggregator=other)
+  assert _csv_rows(tmp_path) == rows  # nothing was written
+  loop.run_experiment(dataclasses.replace(_seed_linear(tmp_path), rounds=3),
+                      model_aggregator=tff.aggregators.MeanFactory())  # the same: it resumes
+  assert [r['round'] for r in _csv_rows(tmp_path)] == ['1', '2', '3']
+  with pytest.raises(config_lib.ConfigError, match='is recorded by run_experiment'):
+    loop.run_experiment(dataclasses.replace(_seed_linear(tmp_path), rounds=3, model_aggregator='my.Factory'))

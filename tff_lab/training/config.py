@@ -101,6 +101,9 @@ class ExperimentConfig:
     max_concurrent_clients: Client computations run in parallel by the runtime (-1: no limit).
     overwrite: Delete an existing experiment directory instead of resuming from it.
     progress: Show a tqdm progress bar.
+    model_aggregator: Set by `run_experiment` to the class (`module.QualName`) of a
+      `model_aggregator` passed to it, so that config.json records it and resuming without it,
+      or with another, is refused; empty otherwise. Not set by hand.
     plugins: Modules imported before anything else (`--plugin`, `tff_lab.plugins`), whose
       registrations (tasks, algorithms, aggregators) the run may use. Recorded in config.json;
       resuming with other plugins is refused.
@@ -148,6 +151,7 @@ class ExperimentConfig:
   overwrite: bool = False
   progress: bool = True
   plugins: tuple = ()
+  model_aggregator: str = ''
 
   @property
   def faults(self) -> faults_lib.FaultConfig:

@@ -70,8 +70,8 @@ _STATUS = {'NonFiniteLossError': 'diverged', 'KeyboardInterrupt': 'interrupted'}
 
 def _comparable(config: dict) -> dict:
   """The settings of a config.json (or `to_dict()`) that must match to resume, normalised."""
-  config = dict({'plugins': [], 'algorithm_hparams': {}, 'asynchrony': {}},
-                **config)  # older config.json files
+  # A config.json from before a setting existed ran with that setting's default.
+  config = dict(_normalised(config_lib.ExperimentConfig()), **config)
   hparams = dict(config['algorithm_hparams'])
   if 'mu' in config:  # before algorithm_hparams, FedProx's mu was a setting of its own
     hparams.setdefault('mu', config.pop('mu'))

@@ -26,6 +26,7 @@ same weights as an uninterrupted run, and metrics.csv holds one row per round.
 """
 
 import collections
+import dataclasses
 import math
 import os
 import time
@@ -366,6 +367,13 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
       is kept and the metrics of that round are not written.
   """
   config.validate()
+  if config.model_aggregator:
+    raise config_lib.ConfigError(
+        f'model_aggregator={config.model_aggregator!r} is recorded by run_experiment for the '
+        'factory passed to it; pass the factory as run_experiment(config, model_aggregator=...)')
+  if model_aggregator is not None:  # recorded in config.json: resuming without it is refused
+    kind = type(model_aggregator)
+    config = dataclasses.replace(config, model_aggregator=f'{kind.__module__}.{kind.__qualname__}')
   config, why = backends.resolve(config, has_model_aggregator=model_aggregator is not None)
   check_model_aggregator(config, model_aggregator)
   task = build_task(config)
