@@ -42,7 +42,8 @@ from tff_lab.training import experiment_dir
 
 _DEFAULTS = config_lib.ExperimentConfig()
 
-_TASK = flags.DEFINE_string('task', 'digits', 'Task name, e.g. digits, synthetic, seed_linear.')
+_TASK = flags.DEFINE_string('task', _DEFAULTS.task,
+                            'Task name, e.g. digits, synthetic, seed_linear.')
 _ALGORITHM = flags.DEFINE_string(
     'algorithm', _DEFAULTS.algorithm,
     f'One of {", ".join(algorithms_registry.names())} (tff_lab/algorithms/spec.py). FedOpt is '
@@ -54,7 +55,8 @@ _CLIENT_EPOCHS = flags.DEFINE_integer('client_epochs', _DEFAULTS.client_epochs,
                                       'Local epochs per round.')
 _CLIENT_BATCH_SIZE = flags.DEFINE_integer('client_batch_size', _DEFAULTS.client_batch_size,
                                           'Local batch size.')
-_CLIENT_MAX_ELEMENTS = flags.DEFINE_integer('client_max_elements', None,
+_CLIENT_MAX_ELEMENTS = flags.DEFINE_integer('client_max_elements',
+                                            _DEFAULTS.client_max_elements,
                                             'Cap on examples per client per round (after epochs).')
 _CLIENT_SHUFFLE_BUFFER = flags.DEFINE_integer('client_shuffle_buffer',
                                               _DEFAULTS.client_shuffle_buffer,
@@ -76,18 +78,18 @@ _ROOT_OUTPUT_DIR = flags.DEFINE_string('root_output_dir', _DEFAULTS.root_output_
 _EXPERIMENT_NAME = flags.DEFINE_string(
     'experiment_name', None, 'Experiment directory name (default: <task>_<algorithm>_<server '
     'optimizer>_<hash of the other settings>, so the same command resumes its own run).')
-_BYZANTINE_FRACTION = flags.DEFINE_float('byzantine_fraction', 0.0,
+_BYZANTINE_FRACTION = flags.DEFINE_float('byzantine_fraction', _DEFAULTS.byzantine_fraction,
                                          'Fraction of each round\'s sampled clients that attack.')
-_ATTACK = flags.DEFINE_string('attack', 'sign_flip',
+_ATTACK = flags.DEFINE_string('attack', _DEFAULTS.attack,
                               'Byzantine attack: sign_flip, scale, gaussian or label_flip.')
-_ATTACK_SCALE = flags.DEFINE_float('attack_scale', 1.0,
+_ATTACK_SCALE = flags.DEFINE_float('attack_scale', _DEFAULTS.attack_scale,
                                    'c in -c*update (sign_flip), c*update (scale), N(0,c^2) '
                                    '(gaussian).')
-_DROPOUT_FRACTION = flags.DEFINE_float('dropout_fraction', 0.0,
+_DROPOUT_FRACTION = flags.DEFINE_float('dropout_fraction', _DEFAULTS.dropout_fraction,
                                        'Fraction of sampled clients that never report.')
-_STRAGGLER_FRACTION = flags.DEFINE_float('straggler_fraction', 0.0,
+_STRAGGLER_FRACTION = flags.DEFINE_float('straggler_fraction', _DEFAULTS.straggler_fraction,
                                          'Fraction of sampled clients doing partial local work.')
-_DP_DELTA = flags.DEFINE_float('dp_delta', None,
+_DP_DELTA = flags.DEFINE_float('dp_delta', _DEFAULTS.dp_delta,
                                 'δ of the ε reported each round with --dp (default: population^-1.1).')
 _DP_METRICS = flags.DEFINE_enum(
     'dp_metrics', _DEFAULTS.dp_metrics, ['withheld', 'public'],
@@ -108,13 +110,15 @@ _SIMULATION = flags.DEFINE_string('simulation', _DEFAULTS.simulation,
                                   'mean aggregation); async: FedBuff, buffered asynchronous '
                                   'aggregation on a simulated clock (--concurrency, '
                                   '--buffer_size, --staleness, --latency_*).')
-_WORKERS = flags.DEFINE_list('workers', [], 'TFF workers host:port,... started with '
+_WORKERS = flags.DEFINE_list('workers', list(_DEFAULTS.workers), 'TFF workers host:port,... started with '
                              'tff-lab-worker; empty: one managed local worker.')
-_WORKER_TIMEOUT = flags.DEFINE_float('worker_timeout', 30.0,
+_WORKER_TIMEOUT = flags.DEFINE_float('worker_timeout',
+                                     _DEFAULTS.worker_timeout,
                                      'Seconds to wait for a dead worker before failing the round.')
-_MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer('max_concurrent_clients', -1,
+_MAX_CONCURRENT_CLIENTS = flags.DEFINE_integer('max_concurrent_clients',
+                                               _DEFAULTS.max_concurrent_clients,
                                                'Client computations run in parallel (-1: all).')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+_OVERWRITE = flags.DEFINE_bool('overwrite', _DEFAULTS.overwrite,
                                'Delete an existing experiment directory instead of resuming it.')
 _PROGRESS = common_flags.define_progress_flag()
 _PLUGIN = plugins.define_plugin_flag()
@@ -122,8 +126,10 @@ _PLUGIN = plugins.define_plugin_flag()
 aggregation_flags.define_aggregation_flags()
 async_flags.define_async_flags()
 algorithm_flags.define_algorithm_flags()
-optimizer_flags.define_optimizer_flags('client', default_learning_rate=0.1)
-optimizer_flags.define_optimizer_flags('server', default_learning_rate=1.0)
+optimizer_flags.define_optimizer_flags('client', _DEFAULTS.client_optimizer,
+                                      _DEFAULTS.client_learning_rate)
+optimizer_flags.define_optimizer_flags('server', _DEFAULTS.server_optimizer,
+                                      _DEFAULTS.server_learning_rate)
 for _role in schedules.ROLES:  # --client_lr_schedule, --server_lr_decay_rate, ...
   section_flags.define_section_flags(schedules.LearningRateSchedule, f'{_role}_lr_')
 task_flags.define_task_flags()

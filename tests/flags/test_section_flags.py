@@ -47,3 +47,25 @@ def test_schedule_flags_reach_the_config(parse):
   with pytest.raises(config_lib.ConfigError, match='--server_lr_decay_rate has no effect with '
                      '--server_lr_schedule=constant'):
     cli.config_from_flags().validate()
+
+
+def test_every_setting_flag_defaults_to_the_configs_default():
+  """A flag's default cannot drift from ExperimentConfig's: each is read from it (or generated)."""
+  defaults = config_lib.ExperimentConfig()
+  without_flag = []
+  for field in dataclasses.fields(config_lib.ExperimentConfig):
+    value = getattr(defaults, field.name)
+    if field.name not in flags.FLAGS or isinstance(value, dict):  # a dict: its own flags
+      without_flag.append(field.name)
+      continue
+    want = list(value) if isinstance(value, tuple) else value
+    if field.name == 'experiment_name':  # derived from the settings when not given
+      assert flags.FLAGS[field.name].default is None
+      continue
+    assert flags.FLAGS[field.name].default == want, field.name
+  # Settings set through flags of their own shape (generated per task, optimiser, aggregator,
+  # algorithm or section), or not settable from the command line.
+  assert sorted(without_flag) == sorted([
+      'task_options', 'client_optimizer_hparams', 'server_optimizer_hparams',
+      'algorithm_hparams', 'client_lr_schedule', 'server_lr_schedule', 'aggregation',
+      'asynchrony', 'plugins', 'model_aggregator'])
