@@ -153,3 +153,46 @@ def test_every_backend_runs_a_registered_aggregator_or_refuses_it_in_one_line():
       runs[name] = None
   assert runs == {'auto': 'tff', 'tff': 'tff', 'fused': None, 'vectorized': None, 'async': None,
                   'secure': None}
+
+
+class _CountedMeanFactory(tff.aggregators.UnweightedAggregationFactory):
+  """A user's factory written on the exported counters: the mean, reporting its bytes."""
+
+  def create(self, value_type):
+
+    @tff.federated_computation()
+    def init_fn():
+      return tff.federated_value((), tff.SERVER)
+
+    @tff.federated_computation(init_fn.type_signature.result,
+                               tff.FederatedType(value_type, tff.CLIENTS))
+    def next_fn(state, value):
+      return tff.templates.MeasuredProcessOutput(
+          state, tff.federated_mean(value), aggregators.dense_communication(value))
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+def test_the_exported_building_blocks_serve_a_factory_of_your_own():
+  value_type = tff.TensorType(np.float32, [3])
+  assert aggregators.type_bytes(value_type) == 12
+  assert aggregators.type_bytes(tff.StructType([value_type, tff.TensorType(np.int32, [2])])) == 20
+  process = _CountedMeanFactory().create(value_type)
+  values = [np.ones(3, np.float32), np.zeros(3, np.float32), np.full(3, 2.0, np.float32)]
+  output = process.next(process.initialize(), values)
+  np.testing.assert_allclose(output.result, np.ones(3))
+  m = output.measurements
+  assert (m['num_clients'], m['upload_bytes_per_client'], m['download_bytes_per_client'],
+          m['compression_ratio']) == (3, 12, 12, 1.0)
+
+  class _CoordinateMax(aggregators.GatheredRuleFactory):  # a rule is one method
+    def rule(self, stacked):
+      import collections  # pylint: disable=g-import-not-at-top
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      return tf.reduce_max(stacked, axis=0), collections.OrderedDict(
+          rows=tf.shape(stacked)[0])
+
+  gathered = _CoordinateMax().create(value_type)
+  output = gathered.next(gathered.initialize(), values)
+  np.testing.assert_allclose(output.result, np.full(3, 2.0))
+  assert output.measurements['rows'] == 3 and output.measurements['num_clients'] == 3
