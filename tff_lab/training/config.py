@@ -173,7 +173,21 @@ class ExperimentConfig:
     return collections.OrderedDict(dataclasses.asdict(self))
 
   def validate(self) -> None:
-    """Checks every setting that needs no data. Raises ConfigError naming the first problem."""
+    """Checks every setting that needs no data. Raises ConfigError naming the first problem.
+
+    Section by section, in this order: the names (plugins first, since what they register is
+    what the other settings name), the training loop's numbers, the algorithm, the aggregation
+    and what is released, and the execution (workers, backend).
+    """
+    self._check_names()
+    self._check_training()
+    spec = algorithms_registry.get(self.algorithm)  # validation asks the spec, not the name
+    self._check_algorithm(spec)
+    self._check_aggregation(spec)
+    self._check_execution(spec)
+
+  def _check_names(self) -> None:
+    """Plugins, the task and its options, the algorithm, the optimisers and their settings."""
     try:  # first: what they register is what the other settings name
       plugins_lib.load(self.plugins)
     except plugins_lib.PluginError as e:
@@ -199,6 +213,9 @@ class ExperimentConfig:
       raise
     except ValueError as e:
       raise ConfigError(str(e)) from None
+
+  def _check_training(self) -> None:
+    """Rounds, clients, local work, rates, evaluation, checkpoints and the seed."""
     for name in ('rounds', 'clients_per_round', 'client_epochs', 'client_batch_size',
                  'checkpoint_every', 'client_shuffle_buffer'):
       _require(getattr(self, name) > 0, f'{name} must be positive, got {getattr(self, name)}')
@@ -216,7 +233,9 @@ class ExperimentConfig:
              f'{self.seed!r}')
     _require(self.client_max_elements is None or self.client_max_elements > 0,
              f'client_max_elements must be positive, got {self.client_max_elements}')
-    spec = algorithms_registry.get(self.algorithm)  # validation asks the spec, not the name
+
+  def _check_algorithm(self, spec) -> None:
+    """Its hyperparameters, the learning-rate schedules, and the faults it can simulate."""
     _require(isinstance(self.algorithm_hparams, dict),
              f'algorithm_hparams must be a dict of hyperparameter values, got '
              f'{self.algorithm_hparams!r}')
@@ -235,6 +254,9 @@ class ExperimentConfig:
       raise ConfigError(f'--attack={self.attack} alters local updates; '
                         f'--algorithm={self.algorithm} sends gradients (use {", ".join(others)}, '
                         'or --attack=label_flip)')
+
+  def _check_aggregation(self, spec) -> None:
+    """The aggregation stack, a registered aggregator, and what a DP run releases."""
     try:
       aggregators.validate_aggregation_settings(**self.aggregation_settings())
     except TypeError:
@@ -253,6 +275,10 @@ class ExperimentConfig:
              f'dp_delta must be in (0, 1), got {self.dp_delta}')
     _require(self.dp_delta is None or self.aggregation.get('dp', 'none') != 'none',
              '--dp_delta only applies with --dp=fixed|adaptive')
+
+  def _check_execution(self, spec) -> None:
+    """Workers, the asynchronous section, what the backend and the algorithm can run, and the
+    experiment's name."""
     if self.workers:
       try:
         runtime.parse_workers(list(self.workers))
