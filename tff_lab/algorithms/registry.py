@@ -11,6 +11,7 @@ from typing import Any, Optional
 import tensorflow_federated as tff
 
 from tff_lab.algorithms import afl
+from tff_lab.algorithms import apfl
 from tff_lab.algorithms import ditto
 from tff_lab.algorithms import fedavg
 from tff_lab.algorithms import feddyn
@@ -32,6 +33,7 @@ spec_lib.register(fedrep.FEDREP)
 spec_lib.register(fedrep.FEDPER)
 spec_lib.register(qffl.SPEC)
 spec_lib.register(afl.SPEC)
+spec_lib.register(apfl.SPEC)
 
 # The built-in algorithms; `spec.names()` also lists those registered later.
 ALGORITHMS = spec_lib.names()
