@@ -362,3 +362,18 @@ def test_an_unknown_flag_is_one_line_and_exit_2(capsys):
   assert exc.value.code == 2 and err.count('\n') == 1, err
   assert "Unknown command line flag 'mytask_num_clients'" in err and '--plugin' in err
   flags.FLAGS.unparse_flags()
+
+
+def test_ctrl_c_is_one_line_naming_the_round_reached(run_cli, monkeypatch, tmp_path):
+  def interrupted_after_two_rounds(config, argv=None):
+    del argv
+    os.makedirs(os.path.join(config.experiment_dir, 'checkpoints'))
+    with open(os.path.join(config.experiment_dir, 'metrics.csv'), 'w') as f:
+      f.write('round,train_loss\n1,0.5\n2,0.4\n')
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(loop, 'run_experiment', interrupted_after_two_rounds)
+  code, err = run_cli('--experiment_name=ctrl_c')
+  assert code == 130
+  assert err.strip().splitlines() == [
+      'interrupted at round 2; re-run the same command to resume from its last checkpoint']

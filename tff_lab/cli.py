@@ -14,7 +14,8 @@ flags (experiments/run_grid.py).
 
 Exit codes: 0 success, 2 invalid input (one line on stderr, before any TFF tracing), 3 training
 diverged (non-finite loss; the last good checkpoint is kept), 4 a remote worker failed (named;
-checkpoints are kept, re-running resumes).
+checkpoints are kept, re-running resumes), 5 a secure-aggregation round failed, 130 interrupted
+(Ctrl-C: one line naming the round reached; re-running resumes).
 """
 
 import dataclasses
@@ -62,7 +63,7 @@ _CLIENT_SHUFFLE_BUFFER = flags.DEFINE_integer('client_shuffle_buffer',
                                               _DEFAULTS.client_shuffle_buffer,
                                               'Shuffle buffer of client datasets (1: no shuffle).')
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', _DEFAULTS.eval_every,
-                                   'Evaluate every k rounds (0: only never).')
+                                   'Evaluate every k rounds and after the last (0: no evaluation).')
 _FINETUNE_EPOCHS = flags.DEFINE_integer(
     'finetune_epochs', _DEFAULTS.finetune_epochs, 'Per-client report: also evaluate the global '
     'model after k local epochs on each test client\'s training split (0: off).')
@@ -218,10 +219,18 @@ def _main(argv):
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}')
   from tff_lab.training import loop  # pylint: disable=g-import-not-at-top
+  config = None
   try:
     _check_saved_plugins()
     config = config_from_flags()
     summary = loop.run_experiment(config, argv=sys.argv)
+  except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (history.jsonl records it)
+    where = ''
+    if config is not None and os.path.isdir(config.experiment_dir):
+      where = f' at round {experiment_dir.completed_rounds(config.experiment_dir)}'
+    print(f'interrupted{where}; re-run the same command to resume from its last checkpoint',
+          file=sys.stderr)
+    sys.exit(130)
   except config_lib.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

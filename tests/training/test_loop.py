@@ -240,3 +240,10 @@ def test_a_user_aggregator_is_recorded_and_resuming_without_it_is_refused(tmp_pa
   assert [r['round'] for r in _csv_rows(tmp_path)] == ['1', '2', '3']
   with pytest.raises(config_lib.ConfigError, match='is recorded by run_experiment'):
     loop.run_experiment(dataclasses.replace(_seed_linear(tmp_path), rounds=3, model_aggregator='my.Factory'))
+
+
+def test_a_resumed_run_says_where_it_resumes(tmp_path, caplog):
+  loop.run_experiment(_seed_linear(tmp_path))
+  assert 'resuming' not in caplog.text
+  loop.run_experiment(dataclasses.replace(_seed_linear(tmp_path), rounds=3))
+  assert f'resuming {tmp_path / "e"} from round 2 of 3' in caplog.text
