@@ -100,3 +100,14 @@ def test_the_stack_declares_the_dp_mechanism_it_builds_and_no_other():
     assert dp.mechanism_of(adaptive).adaptive and dp.mechanism_of(adaptive).clip_norm == 0.1
     for settings in ({}, {'clip_norm': 0.3}, {'aggregator': 'median'}):
       assert dp.mechanism_of(aggregators.create_aggregator(weighted=weighted, **settings)) is None
+
+
+def test_the_adaptive_noise_bound_is_explained_with_flags_that_exist():
+  from tff_lab.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.ExperimentConfig(aggregation={'dp': 'adaptive', 'noise_multiplier': 2.0,
+                                             'clip_norm': 1.0}).validate()
+  message = str(e.value)
+  assert '--noise_multiplier=2 is too large for --dp=adaptive with --clients_per_round=10' in (
+      message)
+  assert 'twice that (1)' in message and 'clipped_count_stddev' not in message

@@ -125,10 +125,13 @@ def check_dp_args(dp: str, noise_multiplier: float, clients_per_round: int,
   if not stddev > 0:
     raise ValueError(f'clipped_count_stddev must be positive; got {clipped_count_stddev}')
   if noise_multiplier >= 2 * stddev:
+    # Name the flags a user has: the clipped-count noise is derived, not a flag.
     raise ValueError(
-        f'noise_multiplier={noise_multiplier} is too large for dp=adaptive with '
-        f'clipped_count_stddev={stddev:g} (default 0.05*clients_per_round): it must be below '
-        f'2*clipped_count_stddev={2 * stddev:g}; use more clients per round or dp=fixed')
+        f'--noise_multiplier={noise_multiplier:g} is too large for --dp=adaptive with '
+        f'--clients_per_round={clients_per_round}: adaptive clipping also noises the count of '
+        f'clipped updates (std {stddev:g}, 0.05 per client), and the multiplier must stay below '
+        f'twice that ({2 * stddev:g}); lower --noise_multiplier, raise --clients_per_round, or '
+        f'use --dp=fixed')
 
 
 def _dp_query(dp: str, noise_multiplier: float, clients_per_round: int,
