@@ -247,3 +247,15 @@ def test_a_resumed_run_says_where_it_resumes(tmp_path, caplog):
   assert 'resuming' not in caplog.text
   loop.run_experiment(dataclasses.replace(_seed_linear(tmp_path), rounds=3))
   assert f'resuming {tmp_path / "e"} from round 2 of 3' in caplog.text
+
+
+@pytest.mark.parametrize('settings, label', [
+    ({}, 'fedavg'),
+    ({'server_optimizer': 'adam'}, 'FedAdam'),
+    ({'server_optimizer': 'yogi', 'algorithm': 'fedavg_unweighted'}, 'FedYogi (unweighted)'),
+    ({'server_optimizer': 'sgdm', 'server_optimizer_hparams': {'momentum': 0.9}}, 'FedAvgM'),
+    ({'server_optimizer': 'sgdm'}, 'fedavg'),  # no momentum: SGD
+    ({'algorithm': 'fedprox', 'server_optimizer': 'adam'}, 'fedprox, server adam'),
+])
+def test_plots_name_the_algorithm_as_a_paper_would(settings, label):
+  assert loop.algorithm_label(config_lib.ExperimentConfig(**settings)) == label

@@ -298,6 +298,23 @@ def _train_round(runner: backends.RoundRunner, state: Any, plan: plan_lib.RoundP
   return output.state, metrics
 
 
+# FedOpt's names (Reddi et al. 2021): FedAvg with an adaptive or momentum server optimiser.
+_FEDOPT_NAMES = {'adam': 'FedAdam', 'yogi': 'FedYogi', 'adagrad': 'FedAdagrad', 'sgdm': 'FedAvgM'}
+
+
+def algorithm_label(config: config_lib.ExperimentConfig) -> str:
+  """The algorithm as a paper would name it: FedAdam for fedavg with a server Adam, and so on;
+  the algorithm's name otherwise (with its server optimiser when not plain SGD)."""
+  server = config.server_optimizer
+  momentum = config.server_optimizer_hparams.get('momentum')
+  if server == 'sgdm' and not momentum:
+    server = 'sgd'  # sgdm without momentum is SGD
+  if config.algorithm in ('fedavg', 'fedavg_unweighted') and server in _FEDOPT_NAMES:
+    suffix = ' (unweighted)' if config.algorithm == 'fedavg_unweighted' else ''
+    return _FEDOPT_NAMES[server] + suffix
+  return config.algorithm if server == 'sgd' else f'{config.algorithm}, server {server}'
+
+
 def _write_final_outputs(config, task, process, state, exp_dir, csv_path, start_round, record,
                          release, report=None) -> 'collections.OrderedDict[str, Any]':
   """curves.png and final_model.keras (kept as they are when a finished run ran no round), the
@@ -305,7 +322,7 @@ def _write_final_outputs(config, task, process, state, exp_dir, csv_path, start_
   client_accuracy.png of this invocation's last evaluation unless DP withholds them, then
   summary.json and the invocation's history entry (`experiment_dir.RunRecord.finish`)."""
   outputs = [os.path.join(exp_dir, name) for name in ('curves.png', 'final_model.keras')]
-  title = f'{task.description} — {config.algorithm}'
+  title = f'{task.description} — {algorithm_label(config)}'
   if (start_round < config.rounds or not record.previously_finished
       or not all(map(os.path.exists, outputs))):
     plotting.plot_curves(csv_path, outputs[0], title=title)
