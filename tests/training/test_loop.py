@@ -59,6 +59,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert checkpoint.latest_checkpoint(ckpt_dir) == bad_round - 1
   rows = (tmp_path / 'e' / 'metrics.csv').read_text().splitlines()[1:]
   assert len(rows) == bad_round - 1  # the diverged round is not recorded
+  assert (tmp_path / 'e' / 'curves.png').stat().st_size > 0  # the curves up to the last good one
 
 
 def test_dp_run_reports_epsilon_and_aggregator_measurements(tmp_path):

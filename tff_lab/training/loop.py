@@ -466,6 +466,11 @@ def _train(config, task, model_aggregator, record: experiment_dir.RunRecord
       bar.set_postfix(collections.OrderedDict(
           (k, f'{last[k]:.4f}') for k in _SHOWN if k in last))
       bar.update(1)
+  except NonFiniteLossError:  # the curves up to the last good round, as the CSV holds them
+    if os.path.exists(csv_writer.path):
+      plotting.plot_curves(csv_writer.path, os.path.join(exp_dir, 'curves.png'),
+                           title=f'{task.description} — {algorithm_label(config)} (diverged)')
+    raise
   finally:
     bar.close()
     tb_writer.close()
