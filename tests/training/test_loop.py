@@ -247,7 +247,7 @@ def test_a_resumed_run_says_where_it_resumes(tmp_path, caplog):
   loop.run_experiment(_seed_linear(tmp_path))
   assert 'resuming' not in caplog.text
   loop.run_experiment(dataclasses.replace(_seed_linear(tmp_path), rounds=3))
-  assert f'resuming {tmp_path / "e"} from round 2 of 3' in caplog.text
+  assert 'resuming from round 2 of 3' in caplog.text
 
 
 @pytest.mark.parametrize('settings, label', [

@@ -434,7 +434,7 @@ def _train(config, task, model_aggregator, record: experiment_dir.RunRecord
                                         runner=runner)
   record.restored(start_round, task.summary())
   if start_round:
-    logging.warning('resuming %s from round %d of %d', exp_dir, start_round, config.rounds)
+    logging.warning('resuming from round %d of %d', start_round, config.rounds)
   tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'), resume_at=start_round)
   # Only the mechanism that adds the noise is accounted for, as the runner that applies it
   # declares it; under DP the release also picks the (secret) sampling entropy.
