@@ -95,13 +95,10 @@ class DriftCorrectionRounds:
 
 
 def check(config):
-  """What it does not implement, refused in one line before tracing."""
+  """What its spec's fields cannot declare, refused in one line before tracing."""
   beta = registry.hparams_of(config)['drift_beta']
   if beta > 1:
     raise ValueError(f'--drift_beta must be in [0, 1], got {beta}')
-  if config.client_optimizer != 'sgd' or config.aggregation or config.faults.update_attacks:
-    raise ValueError('--algorithm=drift_correction runs client SGD with the plain mean and no '
-                     'update attacks')
 
 
 def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
@@ -123,4 +120,7 @@ tff_lab.algorithms.register(tff_lab.algorithms.AlgorithmSpec(
     hparams=collections.OrderedDict(drift_beta=tff_lab.algorithms.Hyperparameter(
         0.0, 'Drift correction strength β in [0, 1] (0: unweighted FedAvg).', minimum=0.0)),
     local_step=STEP, supports_secure_aggregation=False, client_state=('drift',), check=check,
+    # What it does not run, declared: each is refused in one line before tracing.
+    requires_client_sgd='its drift is a correction of SGD steps', aggregates_with='the plain mean',
+    simulates_update_attacks=False,
     initial_store=initial_store, build_runner=DriftCorrectionRounds, fused_runner=True))

@@ -67,3 +67,61 @@ def test_validation_asks_the_spec_not_the_name():
       config_lib.ExperimentConfig(algorithm='fedsgd_clone', algorithm_hparams={'mu': 0.1}).validate()
   finally:
     del spec_lib._SPECS['fedsgd_clone']  # pylint: disable=protected-access
+
+
+def _declaring_spec(**fields):
+  """unweighted FedAvg, registered under another name with `fields` declaring what it does not
+  run (its rounds its own runner's, a stand-in that is never built)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  spec = dataclasses.replace(registry.get('fedavg_unweighted'), name='declaring', **fields)
+  spec_lib.register(spec)
+  return spec
+
+
+@pytest.mark.parametrize('fields,settings,message', [
+    ({'requires_client_sgd': 'its reason'}, {'client_optimizer': 'adam'},
+     r'--algorithm=declaring runs client SGD \(its reason\), not --client_optimizer=adam'),
+    ({'aggregates_with': 'its own rule'}, {'aggregation': {'clip_norm': 1.0}},
+     r"aggregates with its own rule in its own rounds; it cannot run the aggregation settings "
+     r"\['clip_norm'\]"),
+    ({'supports_secure_aggregation': False}, {'aggregation': {'secure_aggregation': True}},
+     'declaring cannot run --secure_aggregation'),
+    ({'simulates_update_attacks': False}, {'byzantine_fraction': 0.2},
+     'declaring does not simulate update attacks'),
+    ({'build_runner': object, 'fused_runner': True},
+     {'simulation': 'async'}, 'not --algorithm=declaring'),
+    ({'build_runner': object}, {'simulation': 'fused'},
+     'declaring runs its own rounds on --simulation=tff, not --simulation=fused'),
+])
+def test_what_a_spec_declares_it_does_not_run_is_refused_once_in_one_line(fields, settings,
+                                                                          message):
+  _declaring_spec(**fields)
+  try:
+    config = config_lib.ExperimentConfig(algorithm='declaring', **settings)
+    with pytest.raises(config_lib.ConfigError, match=message) as e:
+      config.validate()
+    assert '\n' not in str(e.value)
+    # Without the declaration, the same settings are valid: the field, not the name, refused.
+    config_lib.ExperimentConfig(algorithm='fedavg_unweighted', **settings).validate()
+  finally:
+    del spec_lib._SPECS['declaring']  # pylint: disable=protected-access
+
+
+def test_check_config_runs_the_declared_limits_then_the_spec_check_once_per_backend():
+  calls = []
+  _declaring_spec(requires_client_sgd='r', check=lambda config: calls.append(config.simulation))
+  try:
+    config_lib.ExperimentConfig(algorithm='declaring').validate()  # auto: fused accepts it
+    assert calls == ['fused']
+    calls.clear()
+    config_lib.ExperimentConfig(algorithm='declaring', simulation='tff').validate()
+    assert calls == ['tff']
+    calls.clear()
+    with pytest.raises(config_lib.ConfigError, match='runs client SGD'):
+      config_lib.ExperimentConfig(algorithm='declaring', client_optimizer='adam').validate()
+    assert not calls  # the declared limit refused it before the spec's own check ran
+  finally:
+    del spec_lib._SPECS['declaring']  # pylint: disable=protected-access
+  assert registry.get('scaffold').simulations == ('tff', 'fused')
+  assert registry.get('ditto').simulations == ('tff',)
+  assert registry.get('fedavg').simulations == ()

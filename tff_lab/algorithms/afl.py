@@ -176,19 +176,6 @@ def check(config) -> None:
   lambda_lr = SPEC.resolve_hparams(config.algorithm_hparams)['afl_lambda_lr']
   if not lambda_lr > 0:
     raise ValueError(f'afl_lambda_lr must be > 0, got {lambda_lr}')
-  if config.client_optimizer != 'sgd':
-    raise ValueError(f'--algorithm=afl runs client SGD (FedJAX\'s), not '
-                     f'--client_optimizer={config.client_optimizer}')
-  if config.aggregation:
-    raise ValueError(f'--algorithm=afl aggregates with its own λ-weighted mean; it cannot run the '
-                     f'aggregation settings {sorted(config.aggregation)}')
-  if config.faults.update_attacks:
-    raise ValueError('--algorithm=afl does not simulate update attacks (label_flip, '
-                     'dropouts and stragglers are supported)')
-  if config.simulation not in client_phase_lib.SIMULATIONS:
-    raise ValueError(f'--algorithm=afl keeps its domain weights in the client store and runs on '
-                     f'--simulation={"|".join(client_phase_lib.SIMULATIONS)}, not '
-                     f'--simulation={config.simulation}')
 
 
 def build_runner(context, store: client_store_lib.ClientStore) -> AflRounds:
@@ -228,5 +215,7 @@ SPEC = spec_lib.AlgorithmSpec(
     hparams=collections.OrderedDict(afl_lambda_lr=spec_lib.Hyperparameter(
         0.1, "AFL's step for the domain weights λ, > 0 (exponentiated gradient ascent)")),
     local_step=None, supports_secure_aggregation=False,
+    requires_client_sgd="FedJAX's",
+    aggregates_with='its own λ-weighted mean', simulates_update_attacks=False,
     client_state=('domain_weights',), check=check, initial_store=initial_store,
     build_runner=build_runner, fused_runner=True)

@@ -249,19 +249,6 @@ def check(config) -> None:
   alpha = float(_hparams(config)['apfl_alpha'])
   if not 0.0 <= alpha <= 1.0:
     raise ValueError(f'apfl_alpha must be in [0, 1], got {alpha}')
-  if config.client_optimizer != 'sgd':
-    raise ValueError(f'--algorithm=apfl runs client SGD (the paper\'s), not '
-                     f'--client_optimizer={config.client_optimizer}')
-  if config.aggregation:
-    raise ValueError(f'--algorithm=apfl keeps personal models in its own rounds, which '
-                     f'aggregate with the plain weighted mean; it cannot run the aggregation '
-                     f'settings {sorted(config.aggregation)}')
-  if config.faults.update_attacks:
-    raise ValueError('--algorithm=apfl does not simulate update attacks (label_flip, '
-                     'dropouts and stragglers are supported)')
-  if config.simulation != 'tff':
-    raise ValueError(f'--algorithm=apfl keeps personal models in the client store and runs on '
-                     f'--simulation=tff, not --simulation={config.simulation}')
 
 
 def build_runner(context, store: client_store_lib.ClientStore) -> APFLRounds:
@@ -307,5 +294,7 @@ SPEC = spec_lib.AlgorithmSpec(
             0.01, "APFL's step size η_α for the adaptive α (eq. (8)); 0 keeps α fixed.",
             minimum=0.0)),
     local_step=spec_lib.PLAIN_SGD, supports_secure_aggregation=False,
+    requires_client_sgd="the paper's",
+    aggregates_with='the plain weighted mean', simulates_update_attacks=False,
     client_state=(STATE, ALPHA), check=check, initial_store=initial_store,
     build_runner=build_runner)

@@ -234,23 +234,6 @@ class DittoRounds:
     pass
 
 
-def check(config) -> None:
-  """Refuses, in one line, what this Ditto does not implement (see the module docstring)."""
-  if config.client_optimizer != 'sgd':
-    raise ValueError(f'--algorithm=ditto runs client SGD (the paper\'s), not '
-                     f'--client_optimizer={config.client_optimizer}')
-  if config.aggregation:
-    raise ValueError(f'--algorithm=ditto keeps personal models in its own rounds, which '
-                     f'aggregate with the plain weighted mean; it cannot run the aggregation '
-                     f'settings {sorted(config.aggregation)}')
-  if config.faults.update_attacks:
-    raise ValueError('--algorithm=ditto does not simulate update attacks (label_flip, '
-                     'dropouts and stragglers are supported)')
-  if config.simulation != 'tff':
-    raise ValueError(f'--algorithm=ditto keeps personal models in the client store and runs on '
-                     f'--simulation=tff, not --simulation={config.simulation}')
-
-
 def _lambda(config) -> float:
   # pylint: disable-next=g-import-not-at-top  (the registry imports this module)
   from tff_lab.algorithms import registry
@@ -294,4 +277,6 @@ SPEC = spec_lib.AlgorithmSpec(
         0.1, "Ditto's λ: personal step ∇F_k(v) + λ(v − wᵗ) (0: personal models train alone).",
         minimum=0.0)),
     local_step=spec_lib.PLAIN_SGD, supports_secure_aggregation=False,
-    client_state=(STATE,), check=check, initial_store=initial_store, build_runner=build_runner)
+    requires_client_sgd="the paper's",
+    aggregates_with='the plain weighted mean', simulates_update_attacks=False,
+    client_state=(STATE,), initial_store=initial_store, build_runner=build_runner)

@@ -163,9 +163,6 @@ def check(config) -> None:
   if not alpha > 0:
     raise ValueError(f'--alpha must be > 0 for --algorithm=feddyn (the server divides by it), '
                      f'got {alpha}')
-  if config.client_optimizer != 'sgd':
-    raise ValueError(f'--algorithm=feddyn runs client SGD on its regularised objective, not '
-                     f'--client_optimizer={config.client_optimizer}')
   if getattr(config, 'server_lr_schedule', None):
     raise ValueError('--algorithm=feddyn sets the server model to mean(θ_k) − h/α itself '
                      '(server SGD at rate 1): it takes no --server_lr_schedule')
@@ -173,16 +170,6 @@ def check(config) -> None:
     raise ValueError(f'--algorithm=feddyn sets the server model to mean(θ_k) − h/α itself '
                      f'(server SGD at rate 1), not --server_optimizer={config.server_optimizer} '
                      f'--server_learning_rate={config.server_learning_rate:g}')
-  if config.aggregation:
-    raise ValueError(f'--algorithm=feddyn aggregates with the plain mean; it cannot run the '
-                     f'aggregation settings {sorted(config.aggregation)}')
-  if config.faults.update_attacks:
-    raise ValueError('--algorithm=feddyn does not simulate update attacks (label_flip, '
-                     'dropouts and stragglers are supported)')
-  if config.simulation not in client_phase_lib.SIMULATIONS:
-    raise ValueError(f'--algorithm=feddyn keeps client state and runs on '
-                     f'--simulation={"|".join(client_phase_lib.SIMULATIONS)}, not '
-                     f'--simulation={config.simulation}')
 
 
 def build_runner(context, store: client_store_lib.ClientStore) -> FedDynRounds:
@@ -219,5 +206,7 @@ SPEC = spec_lib.AlgorithmSpec(
     hparams=collections.OrderedDict(alpha=spec_lib.Hyperparameter(
         0.01, 'FedDyn regulariser weight α (> 0).', minimum=0.0)),
     local_step=FEDDYN_STEP, supports_secure_aggregation=False,
+    requires_client_sgd='on its dynamically regularised objective',
+    aggregates_with='the plain mean', simulates_update_attacks=False,
     client_state=('local_gradient',), check=check, initial_store=initial_store,
     build_runner=build_runner, fused_runner=True)

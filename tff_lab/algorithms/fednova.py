@@ -158,23 +158,6 @@ class FedNovaRounds:
     self._client_phase.close()
 
 
-def check(config) -> None:
-  """Refuses, in one line, what this FedNova does not implement (see the module docstring)."""
-  if config.client_optimizer != 'sgd':
-    raise ValueError(f'--algorithm=fednova normalises vanilla local SGD, not '
-                     f'--client_optimizer={config.client_optimizer}')
-  if config.aggregation:
-    raise ValueError(f'--algorithm=fednova aggregates with its normalised weighted mean; it '
-                     f'cannot run the aggregation settings {sorted(config.aggregation)}')
-  if config.faults.update_attacks:
-    raise ValueError('--algorithm=fednova does not simulate update attacks (label_flip, '
-                     'dropouts and stragglers are supported)')
-  if config.simulation not in client_phase_lib.SIMULATIONS:
-    raise ValueError(f'--algorithm=fednova needs per-client step counts and runs on '
-                     f'--simulation={"|".join(client_phase_lib.SIMULATIONS)}, not '
-                     f'--simulation={config.simulation}')
-
-
 def build_runner(context, store=None) -> FedNovaRounds:
   """The `tff` and `fused` backends' runner for FedNova (`tff_lab.simulation.backends`); no client store."""
   del store
@@ -208,5 +191,7 @@ SPEC = spec_lib.AlgorithmSpec(
     description='FedNova: per-step normalised averaging of local SGD, rescaled by τ_eff (Wang '
     'et al., NeurIPS 2020)',
     build_process=_build_process, build_client_work=_build_client_work,
-    weighted=True, local_step=None, supports_secure_aggregation=False, check=check,
+    weighted=True, local_step=None, supports_secure_aggregation=False,
+    requires_client_sgd='FedNova normalises vanilla local SGD',
+    aggregates_with='its normalised weighted mean', simulates_update_attacks=False,
     build_runner=build_runner, fused_runner=True)

@@ -313,19 +313,6 @@ def _hparams(config) -> 'collections.OrderedDict[str, Any]':
 def check(config) -> None:
   """Refuses, in one line, what FedRep/FedPer do not implement and a split that cannot be made."""
   name = config.algorithm
-  if config.client_optimizer != 'sgd':
-    raise ValueError(f'--algorithm={name} runs client SGD, not '
-                     f'--client_optimizer={config.client_optimizer}')
-  if config.aggregation:
-    raise ValueError(f'--algorithm={name} keeps personal heads in its own rounds, which average '
-                     f'the body with the plain mean; it cannot run the aggregation settings '
-                     f'{sorted(config.aggregation)}')
-  if config.faults.update_attacks:
-    raise ValueError(f'--algorithm={name} does not simulate update attacks (label_flip, '
-                     'dropouts and stragglers are supported)')
-  if config.simulation != 'tff':
-    raise ValueError(f'--algorithm={name} keeps personal heads in the client store and runs on '
-                     f'--simulation=tff, not --simulation={config.simulation}')
   hparams = _hparams(config)
   try:
     model_name, layers = _layers_of(config.task, json.dumps(config.task_options, sort_keys=True))
@@ -379,7 +366,10 @@ FEDREP = spec_lib.AlgorithmSpec(
     hparams=collections.OrderedDict(_SPLIT, fedrep_head_epochs=spec_lib.Hyperparameter(
         1, "FedRep: epochs of the head phase, τ_h (the body's are --client_epochs).",
         minimum=1)),
-    local_step=None, supports_secure_aggregation=False, client_state=(STATE,), check=check,
+    local_step=None, supports_secure_aggregation=False,
+    requires_client_sgd="the papers'",
+    aggregates_with='the plain mean of the bodies', simulates_update_attacks=False,
+    client_state=(STATE,), check=check,
     initial_store=initial_store, build_runner=build_runner)
 
 FEDPER = spec_lib.AlgorithmSpec(
@@ -388,5 +378,8 @@ FEDPER = spec_lib.AlgorithmSpec(
     '2019)',
     build_process=functools.partial(_build_process, True), build_client_work=_build_client_work,
     weighted=True, hparams=collections.OrderedDict(_SPLIT),
-    local_step=None, supports_secure_aggregation=False, client_state=(STATE,), check=check,
+    local_step=None, supports_secure_aggregation=False,
+    requires_client_sgd="the papers'",
+    aggregates_with='the plain mean of the bodies', simulates_update_attacks=False,
+    client_state=(STATE,), check=check,
     initial_store=initial_store, build_runner=build_runner)

@@ -80,17 +80,6 @@ def build_mime_lite(task: task_lib.Task,
       model_aggregator=model_aggregator, loop_implementation=loop_implementation)
 
 
-def check(config) -> None:
-  """Refuses, in one line, what this Mime-Lite does not run (see the module docstring)."""
-  if config.aggregation:
-    raise ValueError(f'--algorithm=mime_lite aggregates its deltas and full-batch gradients with '
-                     f'the plain weighted mean; it cannot run the aggregation settings '
-                     f'{sorted(config.aggregation)}')
-  if config.faults.update_attacks:
-    raise ValueError('--algorithm=mime_lite does not simulate update attacks (label_flip, '
-                     'dropouts and stragglers are supported)')
-
-
 def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
                    with_attacks=False):
   if with_attacks:
@@ -109,4 +98,5 @@ SPEC = spec_lib.AlgorithmSpec(
     description='Mime-Lite: clients apply the base optimiser (--client_optimizer) with the '
     "server's frozen state (Karimireddy et al., NeurIPS 2021)",
     build_process=_build_process, build_client_work=_build_client_work,
-    weighted=True, local_step=None, supports_secure_aggregation=False, check=check)
+    weighted=True, local_step=None, supports_secure_aggregation=False,
+    aggregates_with='the plain weighted mean', simulates_update_attacks=False)

@@ -178,23 +178,6 @@ class QFedAvgRounds:
     self._losses.close()
 
 
-def check(config) -> None:
-  """Refuses, in one line, what this q-FedAvg does not implement (see the module docstring)."""
-  if config.client_optimizer != 'sgd':
-    raise ValueError(f'--algorithm=qfedavg estimates L = 1/η of client SGD; it cannot run '
-                     f'--client_optimizer={config.client_optimizer}')
-  if config.aggregation:
-    raise ValueError(f'--algorithm=qfedavg aggregates with its own Σ Δ_k / Σ h_k; it cannot run '
-                     f'the aggregation settings {sorted(config.aggregation)}')
-  if config.faults.update_attacks:
-    raise ValueError('--algorithm=qfedavg does not simulate update attacks (label_flip, '
-                     'dropouts and stragglers are supported)')
-  if config.simulation not in client_phase_lib.SIMULATIONS:
-    raise ValueError(f'--algorithm=qfedavg needs per-client losses and runs on '
-                     f'--simulation={"|".join(client_phase_lib.SIMULATIONS)}, not '
-                     f'--simulation={config.simulation}')
-
-
 def build_runner(context, store=None) -> QFedAvgRounds:
   """The `tff` and `fused` backends' runner for q-FedAvg (`tff_lab.simulation.backends`)."""
   del store
@@ -232,5 +215,7 @@ SPEC = spec_lib.AlgorithmSpec(
     weighted=False,
     hparams=collections.OrderedDict(q=spec_lib.Hyperparameter(
         0.0, 'q-FFL fairness parameter q >= 0 (--algorithm=qfedavg; 0 is FedAvg)', minimum=0.0)),
-    local_step=None, supports_secure_aggregation=False, check=check,
+    local_step=None, supports_secure_aggregation=False,
+    requires_client_sgd='it estimates L = 1/η of client SGD',
+    aggregates_with='its own Σ Δ_k / Σ h_k', simulates_update_attacks=False,
     build_runner=build_runner, fused_runner=True)

@@ -130,23 +130,6 @@ class ScaffoldRounds:
     self._client_phase.close()
 
 
-def check(config) -> None:
-  """Refuses, in one line, what this SCAFFOLD does not implement (see the module docstring)."""
-  if config.client_optimizer != 'sgd':
-    raise ValueError(f'--algorithm=scaffold runs client SGD (the paper\'s), not '
-                     f'--client_optimizer={config.client_optimizer}')
-  if config.aggregation:
-    raise ValueError(f'--algorithm=scaffold aggregates with the plain mean; it cannot run the '
-                     f'aggregation settings {sorted(config.aggregation)}')
-  if config.faults.update_attacks:
-    raise ValueError('--algorithm=scaffold does not simulate update attacks (label_flip, '
-                     'dropouts and stragglers are supported)')
-  if config.simulation not in client_phase_lib.SIMULATIONS:
-    raise ValueError(f'--algorithm=scaffold keeps client state and runs on '
-                     f'--simulation={"|".join(client_phase_lib.SIMULATIONS)}, not '
-                     f'--simulation={config.simulation}')
-
-
 def build_runner(context, store: client_store_lib.ClientStore) -> ScaffoldRounds:
   """The `tff` and `fused` backends' runner for SCAFFOLD (`tff_lab.simulation.backends`)."""
   config = context.config
@@ -180,5 +163,7 @@ SPEC = spec_lib.AlgorithmSpec(
     'al., ICML 2020)',
     build_process=_build_process, build_client_work=_build_client_work,
     weighted=False, local_step=SCAFFOLD_STEP, supports_secure_aggregation=False,
-    client_state=('control_variate',), check=check, initial_store=initial_store,
+    requires_client_sgd="the paper's",
+    aggregates_with='the plain mean', simulates_update_attacks=False,
+    client_state=('control_variate',), initial_store=initial_store,
     build_runner=build_runner, fused_runner=True)

@@ -130,11 +130,19 @@ class AlgorithmSpec:
       (e.g. FedSGD, whose clients send one gradient). The in-graph backends need it.
     sends_model_delta: Clients send a model delta (so update attacks can alter it).
     supports_secure_aggregation: Its client updates can be summed by the masking protocol.
+    requires_client_sgd: Non-empty: it implements client SGD only, for this reason (a phrase
+      for the error, e.g. "the paper's"); `--client_optimizer` must be `sgd`.
+    aggregates_with: Non-empty: it aggregates in its own rounds with this rule (a phrase, e.g.
+      'the plain mean') and takes no aggregation settings (robust rules, compression, DP,
+      secure aggregation, registered aggregators).
+    simulates_update_attacks: Its rounds apply the update attacks of `tff_lab.faults` (with
+      `sends_model_delta`); label flips, dropouts and stragglers need nothing of it.
     client_state: Names of the per-client state it keeps (none for stateless algorithms). An
       algorithm with client state gives `initial_store` and `build_runner`; its rounds run
       through that runner, on the `tff` backend (and on `fused` with `fused_runner`).
     check: `(config) -> None`, raising a one-line ValueError for settings it does not
-      implement, beyond what the fields above say (None: nothing more).
+      implement, beyond what the fields above declare (None: nothing more). `check_config`
+      checks the declared limits, then calls it.
     initial_store: `(task) -> tff_lab.simulation.client_store.ClientStore`, its state before
       round 1.
     build_runner: `(BackendContext, store) -> RoundRunner`, its rounds on the `tff` backend
@@ -157,6 +165,9 @@ class AlgorithmSpec:
   local_step: Optional[LocalStep] = None
   sends_model_delta: bool = True
   supports_secure_aggregation: bool = True
+  requires_client_sgd: str = ''
+  aggregates_with: str = ''
+  simulates_update_attacks: bool = True
   client_state: tuple[str, ...] = ()
   check: Optional[Callable[[Any], None]] = None
   initial_store: Optional[Callable[..., Any]] = None
@@ -173,7 +184,45 @@ class AlgorithmSpec:
 
   @property
   def supports_update_attacks(self) -> bool:
-    return self.sends_model_delta
+    return self.sends_model_delta and self.simulates_update_attacks
+
+  @property
+  def simulations(self) -> tuple[str, ...]:
+    """The backends an algorithm with its own runner runs on (empty: it runs through its TFF
+    process, on every backend whose check accepts it)."""
+    if self.build_runner is None:
+      return ()
+    return ('tff', 'fused') if self.fused_runner else ('tff',)
+
+  def check_config(self, config) -> None:
+    """Raises a one-line ValueError for what `config` asks that this algorithm does not run.
+
+    The limits its fields declare first (client SGD only, its own aggregation, secure
+    aggregation, update attacks, the backends of its own runner), then its own `check`. No
+    tracing; `tff_lab.simulation.backends.check` calls it for the backend that will run.
+    """
+    name = f'--algorithm={config.algorithm}'
+    if self.requires_client_sgd and config.client_optimizer != 'sgd':
+      raise ValueError(f'{name} runs client SGD ({self.requires_client_sgd}), not '
+                       f'--client_optimizer={config.client_optimizer}')
+    if self.aggregates_with and config.aggregation:
+      raise ValueError(f'{name} aggregates with {self.aggregates_with} in its own rounds; it '
+                       f'cannot run the aggregation settings {sorted(config.aggregation)}')
+    if config.aggregation.get('secure_aggregation') and not self.supports_secure_aggregation:
+      raise ValueError(f'{name} cannot run --secure_aggregation: its client updates are not a '
+                       'sum the masking protocol can compute')
+    if config.faults.update_attacks and not self.supports_update_attacks:
+      if self.sends_model_delta:
+        raise ValueError(f'{name} does not simulate update attacks (label_flip, dropouts and '
+                         'stragglers are supported)')
+      others = [s.name for s in _SPECS.values() if s.supports_update_attacks]
+      raise ValueError(f'--attack={config.attack} alters local updates; {name} sends gradients '
+                       f'(use {", ".join(others)}, or --attack=label_flip)')
+    if self.simulations and config.simulation not in self.simulations:
+      raise ValueError(f'{name} runs its own rounds on --simulation={"|".join(self.simulations)}, '
+                       f'not --simulation={config.simulation}')
+    if self.check is not None:
+      self.check(config)
 
   @property
   def runs_in_graph(self) -> bool:

@@ -134,15 +134,12 @@ def resolve(config, has_model_aggregator: bool = False) -> tuple[Any, str]:
   if config.simulation != AUTO:
     return config, ''
   refusals = []
-  spec = algorithms_registry.get(config.algorithm)
   for name in AUTO_ORDER:
     candidate = dataclasses.replace(config, simulation=name)
     try:
       if has_model_aggregator and name != 'tff':
         raise ValueError('a model_aggregator passed to run_experiment runs on tff only')
-      check(candidate)
-      if spec.check is not None:
-        spec.check(candidate)
+      check(candidate)  # the backend's check, and the algorithm's on it
     except ValueError as e:
       refusals.append((name, str(e)))
       continue
@@ -167,8 +164,8 @@ def get(name: str) -> Backend:
 
 
 def check(config) -> None:
-  """Raises a one-line ValueError if the backend `config` selects cannot run it (for `auto`: if
-  none can)."""
+  """Raises a one-line ValueError if the backend `config` selects, or the algorithm on that
+  backend (`AlgorithmSpec.check_config`), cannot run it; for `auto`, if no backend can."""
   if config.simulation not in simulation_names():
     raise ValueError(f'unknown simulation {config.simulation!r}; choose one of '
                      f'{list(simulation_names())}')
@@ -176,6 +173,7 @@ def check(config) -> None:
     resolve(config)
     return
   get(backend_name(config)).check(config)
+  algorithms_registry.get(config.algorithm).check_config(config)
 
 
 def build_runner(context: BackendContext) -> RoundRunner:

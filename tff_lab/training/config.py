@@ -184,7 +184,7 @@ class ExperimentConfig:
     spec = algorithms_registry.get(self.algorithm)  # validation asks the spec, not the name
     self._check_algorithm(spec)
     self._check_aggregation(spec)
-    self._check_execution(spec)
+    self._check_execution()
 
   def _check_names(self) -> None:
     """Plugins, the task and its options, the algorithm, the optimisers and their settings."""
@@ -235,7 +235,8 @@ class ExperimentConfig:
              f'client_max_elements must be positive, got {self.client_max_elements}')
 
   def _check_algorithm(self, spec) -> None:
-    """Its hyperparameters, the learning-rate schedules, and the faults it can simulate."""
+    """Its hyperparameters, the learning-rate schedules and the faults (what the algorithm
+    supports is `spec.check_config`, asked by the backend check in `_check_execution`)."""
     _require(isinstance(self.algorithm_hparams, dict),
              f'algorithm_hparams must be a dict of hyperparameter values, got '
              f'{self.algorithm_hparams!r}')
@@ -248,12 +249,6 @@ class ExperimentConfig:
       self.faults.validate(self.clients_per_round)
     except ValueError as e:
       raise ConfigError(str(e)) from None
-    if self.faults.update_attacks and not spec.supports_update_attacks:
-      others = [n for n in algorithms_registry.names()
-                if algorithms_registry.get(n).supports_update_attacks]
-      raise ConfigError(f'--attack={self.attack} alters local updates; '
-                        f'--algorithm={self.algorithm} sends gradients (use {", ".join(others)}, '
-                        'or --attack=label_flip)')
 
   def _check_aggregation(self, spec) -> None:
     """The aggregation stack, a registered aggregator, and what a DP run releases."""
@@ -276,7 +271,7 @@ class ExperimentConfig:
     _require(self.dp_delta is None or self.aggregation.get('dp', 'none') != 'none',
              '--dp_delta only applies with --dp=fixed|adaptive')
 
-  def _check_execution(self, spec) -> None:
+  def _check_execution(self) -> None:
     """Workers, the asynchronous section, what the backend and the algorithm can run, and the
     experiment's name."""
     if self.workers:
@@ -292,10 +287,8 @@ class ExperimentConfig:
       asynchronous.AsyncSettings.from_dict(self.asynchrony)
     except (TypeError, ValueError) as e:
       raise ConfigError(str(e)) from None
-    try:  # what the backend this config selects, and the algorithm itself, cannot run
+    try:  # what the backend this config selects, and the algorithm on it, cannot run
       backends.check(self)  # with --simulation=auto: that some backend can
-      if spec.check is not None:
-        spec.check(backends.resolve(self)[0])
     except ValueError as e:
       raise ConfigError(str(e)) from None
     _require(bool(self.experiment_name) and os.sep not in self.experiment_name,
