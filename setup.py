@@ -23,7 +23,7 @@ setuptools.setup(
         'tensorflow-federated==0.87.0',
         'tqdm',
     ],
-    extras_require={'test': ['pytest', 'nbclient', 'nbformat', 'ipykernel']},
+    extras_require={'test': ['pytest', 'pytest-xdist', 'nbclient', 'nbformat', 'ipykernel']},
     entry_points={
         'console_scripts': [
             'tff-lab-run=tff_lab.cli:run_experiment_app',
@@ -31,6 +31,7 @@ setuptools.setup(
             'tff-lab-dp=tff_lab.privacy.cli:run_app',
             'tff-lab-data-stats=tff_lab.data_stats_cli:main',
             'tff-lab-reproduce=tff_lab.baselines.cli:run_app',
+            'tff-lab-compare=tff_lab.compare_cli:main',
         ],
     },
 )

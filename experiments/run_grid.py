@@ -4,6 +4,10 @@ Takes every flag of run_experiment.py as the shared settings (`--plugin` include
 
   --grid     settings and values, e.g. 'aggregator=mean,median;byzantine_fraction=0,0.1,0.2'
   --report   final metrics to tabulate (default: central_eval_accuracy)
+  --seeds    runs of each cell (seeds --seed, --seed+1, ...); the table shows mean ± std
+
+Keys are any setting: ExperimentConfig's, aggregation, algorithm hyperparameters (mu), task
+options and optimiser hyperparameters by their flag names (digits_model, client_sgdm_momentum).
 
 Example:
 
@@ -25,6 +29,8 @@ from tff_lab.training import grid
 
 _GRID = flags.DEFINE_string('grid', None, 'Settings and values: key=v1,v2;key2=w1,w2.')
 _REPORT = flags.DEFINE_list('report', ['central_eval_accuracy'], 'Final metrics to tabulate.')
+_SEEDS = flags.DEFINE_integer('seeds', 1, 'Runs of each cell, seeds --seed, --seed+1, ...; the '
+                              'table reports mean ± std over them.')
 
 
 def main(argv):
@@ -32,7 +38,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     base = cli.config_from_flags()
-    rows = grid.run_grid(base, _GRID.value or '', _REPORT.value)
+    rows = grid.run_grid(base, _GRID.value or '', _REPORT.value, seeds=_SEEDS.value)
   except config_lib.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

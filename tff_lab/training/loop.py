@@ -368,7 +368,8 @@ _SHOWN = ('train_loss', 'train_accuracy', 'fed_eval_accuracy', 'central_eval_acc
 
 
 def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
-                   argv: Optional[Sequence[str]] = None) -> 'collections.OrderedDict[str, Any]':
+                   argv: Optional[Sequence[str]] = None, progress_desc: Optional[str] = None
+                   ) -> 'collections.OrderedDict[str, Any]':
   """Runs (or resumes) the experiment described by `config`; returns the summary.
 
   Args:
@@ -376,6 +377,7 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
     model_aggregator: A `tff.aggregators` factory replacing the config's aggregation stack.
     argv: The command line that asked for the run (tff-lab-run gives `sys.argv`), recorded in the
       directory's history.jsonl.
+    progress_desc: The progress bar's label (default `<task>/<algorithm>`; a grid names its cell).
 
   Raises:
     ConfigError: For invalid settings, before any TFF tracing (and before anything is written).
@@ -408,14 +410,14 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
     logging.warning('%s', why)
   record = experiment_dir.RunRecord(config, argv)
   try:
-    return _train(config, task, model_aggregator, record)
+    return _train(config, task, model_aggregator, record, progress_desc)
   except BaseException as e:  # pylint: disable=broad-except  (recorded, then raised as it was)
     record.finish(experiment_dir.status_of(e), error=e)
     raise
 
 
-def _train(config, task, model_aggregator, record: experiment_dir.RunRecord
-           ) -> 'collections.OrderedDict[str, Any]':
+def _train(config, task, model_aggregator, record: experiment_dir.RunRecord,
+           progress_desc: Optional[str] = None) -> 'collections.OrderedDict[str, Any]':
   """Builds the run (TFF tracing), restores it, trains the remaining rounds, writes the outputs."""
   exp_dir = config.experiment_dir
   ckpt_dir = os.path.join(exp_dir, 'checkpoints')
@@ -443,7 +445,8 @@ def _train(config, task, model_aggregator, record: experiment_dir.RunRecord
   planner = plan_lib.RoundPlanner(task, config.clients_per_round, config.faults, config.seed,
                                   config.client_sampling, release.sampling_entropy)
   last = dict(record.final_metrics)  # shown in the progress bar
-  bar = tqdm.tqdm(total=config.rounds, initial=start_round, desc=f'{config.task}/{config.algorithm}',
+  bar = tqdm.tqdm(total=config.rounds, initial=start_round,
+                  desc=progress_desc or f'{config.task}/{config.algorithm}',
                   unit='round', disable=not config.progress, dynamic_ncols=True)
   try:
     for round_num in range(start_round + 1, config.rounds + 1):
