@@ -1,4 +1,4 @@
-"""Executes notebooks/quickstart.ipynb headless and checks what it shows.
+"""Executes notebooks/01_quickstart.ipynb headless and checks what it shows.
 
 The notebook runs in a `python3` kernel on *this* interpreter (the venv): the test writes a
 temporary kernelspec whose argv starts with `sys.executable` and puts it first on JUPYTER_PATH, so
@@ -19,7 +19,7 @@ import nbclient
 import nbformat
 import pytest
 
-NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / 'notebooks' / 'quickstart.ipynb'
+NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / 'notebooks' / '01_quickstart.ipynb'
 CELL_TIMEOUT_SECONDS = 600
 _PROBE_TAG = 'tff_lab-test-probe'
 _FINAL_ACCURACY = re.compile(r'final federated accuracy: (\S+)')
