@@ -66,14 +66,13 @@ class DriftCorrectionRounds:
     mine = [self.store.get(cid)['drift'] for cid in plan.client_ids]
     corrections = [[np.float32(self._beta) * (a - b) for a, b in zip(c, ck)] for ck in mine]
     results = self._phase(state.global_model_weights, plan, corrections)
-    deltas, totals = [], np.zeros(4)
+    deltas = []
+    results, totals = tff_lab.algorithms.read_results(results)  # NumPy, and the round's totals
     for cid, ck, result in zip(plan.client_ids, mine, results):
-      delta = [np.asarray(d, np.float32) for d in result['delta']]
-      steps = int(result['num_steps'])
-      totals += [result['loss_sum'], result['correct'], result['num_examples'], steps]
-      if steps == 0 or not all(np.all(np.isfinite(d)) for d in delta):
+      if not result.usable:
         continue  # no step, or diverged: contributes nothing, keeps its c_k
-      new = [d / np.float32(steps * self._lr) for d in delta]
+      delta = result.delta
+      new = [d / np.float32(result.num_steps * self._lr) for d in delta]
       was_stored = cid in self.store
       self.store.set(cid, collections.OrderedDict(drift=new))
       server = self.store.server

@@ -5,7 +5,8 @@ step is a `LocalStep`: a transform of the loss gradient (FedProx's proximal term
 `PROXIMAL_SGD`), run by TFF's client work and by the in-graph backends alike. An algorithm that
 needs each client's result (control variates, step counts) gets them from
 `create_client_phase(simulation, task, learning_rate, local_step, ...)`, on the `tff` and
-`fused` backends, keeps per-client state in a `ClientStore` (`tff_lab.simulation.client_store`),
+`fused` backends (`read_results` turns them into NumPy and the round's training totals),
+keeps per-client state in a `ClientStore` (`tff_lab.simulation.client_store`),
 and ends its round with the server step every backend shares (`tff_lab.simulation.server`).
 """
 
@@ -19,6 +20,7 @@ from tff_lab.algorithms.registry import ALGORITHMS
 from tff_lab.algorithms.registry import check_algorithm
 from tff_lab.algorithms.registry import create_learning_process
 from tff_lab.algorithms.client_phase import create_client_phase
+from tff_lab.algorithms.client_phase import read_results
 from tff_lab.algorithms.spec import AlgorithmSpec
 from tff_lab.algorithms.spec import Hyperparameter
 from tff_lab.algorithms.spec import LocalStep

@@ -132,18 +132,14 @@ class AflRounds:
     results = self._client_phase(state.global_model_weights, plan)
     domain_loss, domain_num = np.zeros_like(lam), np.zeros_like(lam)
     kept = []
-    totals = np.zeros(4)
+    results, totals = client_phase_lib.read_results(results)
     for cid, (loss_sum, n_eval), result in zip(plan.client_ids, losses, results):
-      delta = [np.asarray(d, np.float32) for d in result['delta']]
-      steps, n_train = int(result['num_steps']), int(result['num_examples'])
-      totals += [float(result['loss_sum']), float(result['correct']), n_train, steps]
-      if (steps == 0 or n_eval == 0 or not np.isfinite(loss_sum)
-          or not all(np.all(np.isfinite(d)) for d in delta)):
+      if not result.usable or n_eval == 0 or not np.isfinite(loss_sum):
         continue  # no step taken, or a diverged client: it contributes nothing
       d = self._domains[cid]
       domain_loss[d] += loss_sum
       domain_num[d] += n_eval
-      kept.append((d, n_train, delta))
+      kept.append((d, result.num_examples, result.delta))
     weights = [lam[d] / domain_num[d] * n for d, n, _ in kept]
     total = float(np.sum(weights))
     if kept and total > 0:

@@ -27,6 +27,7 @@ round-off. The algorithm's arithmetic is then written once for both backends.
 import collections
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -150,3 +151,32 @@ def create_client_phase(simulation: str, task: task_lib.Task, learning_rate: flo
     return TffClientPhase(task, learning_rate, local_step, with_correction, hparams)
   raise ValueError(f'a client phase runs on --simulation={"|".join(SIMULATIONS)}, not '
                    f'{simulation!r}')
+
+
+class ClientResult(collections.namedtuple(
+    'ClientResult', ['delta', 'num_steps', 'num_examples', 'usable'])):
+  """One client's result of a client phase, in NumPy.
+
+  Attributes:
+    delta: x − y, one float32 array per trainable variable.
+    num_steps / num_examples: Its local steps and the examples they processed.
+    usable: It took a step and its delta is finite. A runner skips a client that is not: it
+      contributes nothing to the round and keeps its client state (as FedAvg gives it weight 0).
+  """
+
+
+def read_results(results: Sequence[Any]) -> tuple[list[ClientResult], Any]:
+  """The phase's per-client results as `ClientResult`s, and the round's training totals.
+
+  Returns:
+    (results, totals): totals is `[loss_sum, correct, num_examples, num_steps]` over every
+    client, usable or not, for `tff_lab.simulation.server.train_metrics(*totals)`.
+  """
+  out, totals = [], np.zeros(4)
+  for result in results:
+    delta = [np.asarray(d, np.float32) for d in result['delta']]
+    steps, n = int(result['num_steps']), int(result['num_examples'])
+    totals += [float(result['loss_sum']), float(result['correct']), n, steps]
+    out.append(ClientResult(delta, steps, n,
+                            steps > 0 and all(np.all(np.isfinite(d)) for d in delta)))
+  return out, totals

@@ -120,14 +120,11 @@ class FedDynRounds:
     results = self._client_phase(state.global_model_weights, plan, previous)
     delta_sum = [np.zeros(a.shape, np.float64) for a in h]
     contributing = 0
-    totals = np.zeros(4)
+    results, totals = client_phase_lib.read_results(results)
     for cid, grad, result in zip(plan.client_ids, previous, results):
-      delta = [np.asarray(d, np.float32) for d in result['delta']]  # θ^{t−1} − θ_k^t
-      steps = int(result['num_steps'])
-      totals += [float(result['loss_sum']), float(result['correct']),
-                 int(result['num_examples']), steps]
-      if steps == 0 or not all(np.all(np.isfinite(d)) for d in delta):
+      if not result.usable:
         continue  # no step taken, or a diverged client: not in P_t, keeps its state
+      delta = result.delta  # θ^{t−1} − θ_k^t
       # ∇L_k(θ_k^t) = ∇L_k(θ_k^{t−1}) − α(θ_k^t − θ^{t−1})
       self.store.set(cid, collections.OrderedDict(local_gradient=[
           (p + alpha * d.astype(np.float64)).astype(np.float32) for p, d in zip(grad, delta)]))

@@ -132,15 +132,13 @@ class FedNovaRounds:
     """One round on the plan's reporting clients (see the module docstring)."""
     results = self._client_phase(state.global_model_weights, plan)
     deltas, steps, weights = [], [], []
-    totals = np.zeros(4)
+    results, totals = client_phase_lib.read_results(results)
     for cid, result in zip(plan.client_ids, results):
-      delta = [np.asarray(d, np.float32) for d in result['delta']]
-      tau, n = int(result['num_steps']), int(result['num_examples'])
-      totals += [float(result['loss_sum']), float(result['correct']), n, tau]
-      if tau == 0 or n == 0 or not all(np.all(np.isfinite(d)) for d in delta):
+      if not result.usable or result.num_examples == 0:
         continue  # no step taken, or a diverged client: weight 0, as in FedAvg
-      deltas.append(delta)
-      steps.append(tau)
+      deltas.append(result.delta)
+      steps.append(result.num_steps)
+      n = result.num_examples
       weights.append(n if self._weighting == 'examples_processed' else self._dataset_size(cid))
     if deltas:
       update, tau_eff = normalized_update(deltas, steps, weights)

@@ -149,16 +149,12 @@ class QFedAvgRounds:
     losses = self._losses(state.global_model_weights, plan)
     results = self._client_phase(state.global_model_weights, plan)
     deltas, client_losses = [], []
-    totals = np.zeros(4)
+    results, totals = client_phase_lib.read_results(results)
     for (loss_sum, n_eval), result in zip(losses, results):
-      delta = [np.asarray(d, np.float32) for d in result['delta']]
-      steps = int(result['num_steps'])
-      totals += [float(result['loss_sum']), float(result['correct']),
-                 int(result['num_examples']), steps]
       loss = loss_sum / n_eval if n_eval else float('nan')
-      if steps == 0 or not np.isfinite(loss) or not all(np.all(np.isfinite(d)) for d in delta):
+      if not result.usable or not np.isfinite(loss):
         continue  # no step taken, or a diverged client: it contributes nothing
-      deltas.append(delta)
+      deltas.append(result.delta)
       client_losses.append(loss)
     if deltas:
       update, h_sum = qfedavg_update(deltas, client_losses, self._q, 1.0 / self._lr)

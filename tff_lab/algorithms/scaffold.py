@@ -100,18 +100,14 @@ class ScaffoldRounds:
     corrections = [[a - b for a, b in zip(c, ci)] for ci in client_c]
     results = self._client_phase(state.global_model_weights, plan, corrections)
     deltas, delta_c_sum = [], [np.zeros_like(a) for a in c]
-    totals = np.zeros(4)
+    results, totals = client_phase_lib.read_results(results)
     for cid, ci, result in zip(plan.client_ids, client_c, results):
-      delta = [np.asarray(d, np.float32) for d in result['delta']]
-      steps = int(result['num_steps'])
-      totals += [float(result['loss_sum']), float(result['correct']),
-                 int(result['num_examples']), steps]
-      if steps == 0 or not all(np.all(np.isfinite(d)) for d in delta):
+      if not result.usable:
         continue  # no step taken, or a diverged client: it contributes nothing, keeps its c_i
-      scale = np.float32(1.0 / (steps * self._lr))
-      new_ci = [a - b + d * scale for a, b, d in zip(ci, c, delta)]  # option II
+      scale = np.float32(1.0 / (result.num_steps * self._lr))
+      new_ci = [a - b + d * scale for a, b, d in zip(ci, c, result.delta)]  # option II
       self.store.set(cid, collections.OrderedDict(control_variate=new_ci))
-      deltas.append(delta)
+      deltas.append(result.delta)
       delta_c_sum = [s + (n - a) for s, n, a in zip(delta_c_sum, new_ci, ci)]
     mean_delta = ([np.mean(np.stack(parts), axis=0) for parts in zip(*deltas)] if deltas
                   else [np.zeros_like(a) for a in c])
