@@ -23,7 +23,7 @@ setuptools.setup(
         'tensorflow-federated==0.87.0',
         'tqdm',
     ],
-    extras_require={'test': ['pytest', 'nbclient', 'nbformat', 'ipykernel']},
+    extras_require={'test': ['pytest', 'pytest-xdist', 'nbclient', 'nbformat', 'ipykernel']},
     entry_points={
         'console_scripts': [
             'tff-lab-run=tff_lab.cli:run_experiment_app',
