@@ -112,3 +112,22 @@ def test_quickstart_notebook_runs(venv_kernel):
     time.sleep(0.2)
   survivors = [p for p in worker_pids if _pid_alive(p)]
   assert not survivors, f'worker_binary processes outlived the kernel: {survivors}'
+
+
+_SERIES = sorted(p for p in NOTEBOOK.parent.glob('[0-9][0-9]_*.ipynb') if p != NOTEBOOK)
+
+
+@pytest.mark.parametrize('path', _SERIES, ids=[p.stem for p in _SERIES])
+def test_series_notebook_runs_and_its_own_checks_pass(venv_kernel, path):
+  """Every other notebook of the series ends with a cell asserting what its runs must show
+  (finite losses, the quantities it explains) and printing 'checks passed'; a failing assert
+  is a failing cell."""
+  notebook = nbformat.read(path, as_version=4)
+  nbformat.validate(notebook)
+  client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_SECONDS,
+                                   kernel_name=venv_kernel,
+                                   resources={'metadata': {'path': str(path.parent)}})
+  client.execute()  # raises CellExecutionError if any cell, the checks included, fails
+  code = [c for c in notebook.cells if c.cell_type == 'code']
+  assert 'assert ' in code[-1].source, f'{path.name}: its last code cell should check its runs'
+  assert 'checks passed' in _stream_text(code[-1]), _stream_text(code[-1])
