@@ -243,6 +243,17 @@ def test_a_user_aggregator_is_recorded_and_resuming_without_it_is_refused(tmp_pa
     loop.run_experiment(dataclasses.replace(_seed_linear(tmp_path), rounds=3, model_aggregator='my.Factory'))
 
 
+def test_without_the_progress_bar_the_log_has_one_line_per_round(tmp_path, caplog):
+  loop.run_experiment(_seed_linear(tmp_path))  # progress=False
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('round ')]
+  assert [l.split(':')[0] for l in lines] == ['round 1/2', 'round 2/2']
+  rows = _csv_rows(tmp_path)
+  assert f"train_loss {float(rows[-1]['train_loss']):.4f}" in lines[-1]  # the round's own value
+  caplog.clear()
+  loop.run_experiment(dataclasses.replace(_seed_linear(tmp_path), rounds=3, progress=True))
+  assert not [r for r in caplog.records if r.getMessage().startswith('round ')]  # the bar shows it
+
+
 def test_a_resumed_run_says_where_it_resumes(tmp_path, caplog):
   loop.run_experiment(_seed_linear(tmp_path))
   assert 'resuming' not in caplog.text

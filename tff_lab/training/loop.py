@@ -367,6 +367,14 @@ def _build_report(config, task, personalized: bool
 _SHOWN = ('train_loss', 'train_accuracy', 'fed_eval_accuracy', 'central_eval_accuracy')
 
 
+def _round_line(round_num: int, rounds: int, last: dict) -> str:
+  """The log line of a round when the progress bar is off: what the bar would show, the latest
+  evaluation included, and the round's wall time."""
+  shown = ', '.join(f'{k} {last[k]:.4f}' for k in _SHOWN if k in last)
+  seconds = f' ({last["round_seconds"]:.2f} s)' if 'round_seconds' in last else ''
+  return f'round {round_num}/{rounds}: {shown}{seconds}'
+
+
 def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
                    argv: Optional[Sequence[str]] = None, progress_desc: Optional[str] = None
                    ) -> 'collections.OrderedDict[str, Any]':
@@ -469,6 +477,8 @@ def _train(config, task, model_aggregator, record: experiment_dir.RunRecord,
       bar.set_postfix(collections.OrderedDict(
           (k, f'{last[k]:.4f}') for k in _SHOWN if k in last))
       bar.update(1)
+      if not config.progress:  # no bar (a batch job): the log shows each round instead
+        logging.warning('%s', _round_line(round_num, config.rounds, last))
   except NonFiniteLossError:  # the curves up to the last good round, as the CSV holds them
     if os.path.exists(csv_writer.path):
       plotting.plot_curves(csv_writer.path, os.path.join(exp_dir, 'curves.png'),
