@@ -213,30 +213,29 @@ def run_grid(base: config_lib.ExperimentConfig, spec: str, metrics: list[str],
   grid = parse_grid(spec)
   if seeds > 1 and 'seed' in grid:
     raise config_lib.ConfigError('the grid sweeps seed and seeds > 1 replicates it: use one')
-  cells = []
-  for config in expand(base, grid):  # every config is validated before the first run starts
+  cells = []  # (the cell's values, its runs, each run's label)
+  for values, config in zip(itertools.product(*grid.values()),
+                            expand(base, grid)):  # all validated before the first run starts
     runs = [config] if seeds == 1 else [
         dataclasses.replace(config, seed=config.seed + i,
                             experiment_name=f'{config.experiment_name}_seed={config.seed + i}')
         for i in range(seeds)]
     for run in runs:
       run.validate()
-    cells.append(runs)
-  total = sum(len(runs) for runs in cells)
-  labels = {}
-  for values, runs in zip(itertools.product(*grid.values()), cells):
-    for run in runs:
-      label = ', '.join(f'{k}={v}' for k, v in zip(grid, values))
-      labels[run.experiment_name] = label + (f', seed={run.seed}' if seeds > 1 else '')
-  if run_fn is None:
+    label = ', '.join(f'{k}={v}' for k, v in zip(grid, values))
+    cells.append((values, runs,
+                  [label + (f', seed={run.seed}' if seeds > 1 else '') for run in runs]))
+  total = sum(len(runs) for _, runs, _ in cells)
+  if run_fn is None:  # run_experiment, its progress bar naming the cell
     from tff_lab.training import loop  # pylint: disable=g-import-not-at-top
-    names = list(labels)
-    run_fn = lambda c: loop.run_experiment(  # pylint: disable=g-long-lambda
-        c, progress_desc=f'[{names.index(c.experiment_name) + 1}/{total}] '
-        f'{labels[c.experiment_name]}')
+    run = lambda config, desc: loop.run_experiment(config, progress_desc=desc)
+  else:
+    run = lambda config, desc: run_fn(config)
+  position = itertools.count(1)
   rows = []
-  for values, runs in zip(itertools.product(*grid.values()), cells):
-    finals = [run_fn(run)['final_metrics'] for run in runs]
+  for values, runs, labels in cells:
+    finals = [run(r, f'[{next(position)}/{total}] {label}')['final_metrics']
+              for r, label in zip(runs, labels)]
     row = collections.OrderedDict(zip(grid, values))
     if seeds == 1:
       row.update((m, finals[0].get(m)) for m in metrics)
