@@ -38,8 +38,8 @@ def test_epsilon_prints_its_convention_beside_the_others(sampling, capsys):
   lines = capsys.readouterr().out.splitlines()
   delta = n**-1.1
   used = accounting.Accounting(sampling, 'rdp', delta, m, n)
-  assert lines[0].startswith('epsilon=') and used.text() in lines[0]
-  assert _number(lines[0], 'epsilon') == pytest.approx(
+  assert lines[1].startswith('  epsilon=') and used.text() in lines[1]
+  assert _number(lines[1], 'epsilon') == pytest.approx(
       accounting.epsilon(z, m, n, rounds, delta, sampling=sampling), rel=1e-5)
   others = [line for line in lines if 'other_epsilon=' in line]
   assert len(others) == 2
@@ -52,6 +52,68 @@ def test_epsilon_prints_its_convention_beside_the_others(sampling, capsys):
   pld = accounting.epsilon(z, m, n, rounds, delta, accountant='pld', sampling='poisson')
   rdp = accounting.epsilon(z, m, n, rounds, delta, sampling='poisson')
   assert f'PLD {1 - pld / rdp:.0%} below RDP' in '\n'.join(lines)
+
+
+def _first_line_epsilons(line):
+  """The two ε of the first line, in the order printed (the one asked for first)."""
+  return [float(x) for x in re.findall(r'ε = ([0-9.e+-]+)', line)]
+
+
+_WORDS = {'fixed': "a fixed {m} of {n} clients per round (tff-lab-run's default sampling)",
+          'poisson': 'Poisson sampling at rate {q:g} (tff-lab-run --client_sampling=poisson)'}
+
+
+@pytest.mark.parametrize('sampling, accountant, other_accountant', [
+    ('fixed', 'rdp', 'rdp'),
+    ('poisson', 'rdp', 'rdp'),
+    ('poisson', 'pld', 'rdp'),  # PLD has no fixed-size bound: the other figure is RDP's
+])
+def test_epsilon_first_line_gives_both_samplings_in_words(sampling, accountant, other_accountant,
+                                                          capsys):
+  z, m, n, rounds = 1.0, 10, 1000, 50
+  assert _run(['epsilon', f'--noise_multiplier={z}', f'--clients_per_round={m}',
+               f'--population={n}', f'--rounds={rounds}', f'--sampling={sampling}',
+               f'--accountant={accountant}']) == 0
+  first = capsys.readouterr().out.splitlines()[0]
+  other = 'poisson' if sampling == 'fixed' else 'fixed'
+  delta = n**-1.1
+  used_eps = accounting.epsilon(z, m, n, rounds, delta, accountant=accountant, sampling=sampling)
+  other_eps = accounting.epsilon(z, m, n, rounds, delta, accountant=other_accountant,
+                                 sampling=other)
+  assert used_eps != pytest.approx(other_eps, rel=0.1)  # the two figures can be told apart
+  assert _first_line_epsilons(first) == [pytest.approx(used_eps, rel=5e-3),
+                                         pytest.approx(other_eps, rel=5e-3)]
+  used_words, other_words = (_WORDS[s].format(m=m, n=n, q=m / n) for s in (sampling, other))
+  assert first.startswith(f'ε = ') and f'with {used_words}; with {other_words} ε = ' in first
+  assert f'{rounds} rounds' in first and f'δ = {delta:.3g}' in first
+  assert accountant.upper() in first and other_accountant.upper() in first
+
+
+@pytest.mark.parametrize('sampling', ['fixed', 'poisson'])
+def test_noise_first_line_gives_the_multiplier_and_its_epsilon_under_both_samplings(sampling,
+                                                                                    capsys):
+  target, m, n, rounds, delta = 4.0, 10, 200, 40, 1e-5
+  assert _run(['noise', f'--target_epsilon={target}', f'--clients_per_round={m}',
+               f'--population={n}', f'--rounds={rounds}', f'--delta={delta}',
+               f'--sampling={sampling}']) == 0
+  first = capsys.readouterr().out.splitlines()[0]
+  z = float(re.match(r'noise_multiplier = ([0-9.e+-]+) gives ', first).group(1))
+  used_eps = accounting.epsilon(z, m, n, rounds, delta, sampling=sampling)
+  assert used_eps == pytest.approx(target, rel=1e-3)  # the multiplier printed meets the target
+  other = 'poisson' if sampling == 'fixed' else 'fixed'
+  other_eps = accounting.epsilon(z, m, n, rounds, delta, sampling=other)
+  assert used_eps != pytest.approx(other_eps, rel=0.1)
+  assert _first_line_epsilons(first) == [pytest.approx(used_eps, rel=5e-3),
+                                         pytest.approx(other_eps, rel=5e-3)]
+  used_words, other_words = (_WORDS[s].format(m=m, n=n, q=m / n) for s in (sampling, other))
+  assert (f'with {used_words}; with {other_words} the same noise multiplier gives ε = '
+          in first)
+
+
+@pytest.mark.parametrize('value, text', [(5.70378, '5.70'), (0.773767, '0.774'),
+                                         (47.9656, '48.0'), (123.4, '123'), (0.0, '0.00')])
+def test_format_epsilon_keeps_three_significant_digits(value, text):
+  assert cli.format_epsilon(value) == text
 
 
 def test_epsilon_warns_on_large_delta_and_epsilon(capsys):

@@ -4,15 +4,25 @@
     tff-lab-dp noise --target_epsilon=5 --clients_per_round=10 --population=100 --rounds=60
 
 δ defaults to population^-1.1 (McMahan et al., ICLR 2018, arXiv:1710.06963). Sampling defaults
-to what tff-lab-run does (a fixed number of clients per round, uniformly without replacement);
-`--sampling=poisson` gives the figures of papers that assume Poisson sampling. The accounting is
+to what tff-lab-run does by default (a fixed number of clients per round, uniformly without
+replacement); `--sampling=poisson` gives the figures of a run with `--client_sampling=poisson`
+and of papers that assume Poisson sampling. The accounting is
 `tff_lab.privacy.accounting` (dp-accounting's RDP or PLD accountant).
 
-The first line is the figure asked for, with its convention (adjacency, sampling, accountant, δ).
-The lines below it give the same noise multiplier's ε under the other conventions, labelled
-`other_epsilon=`, so that a fixed-size figure is never mistaken for a Poisson one or the reverse
-(for McMahan et al.'s z=1, m=100, N=10^5, T=1000: fixed-size RDP 5.70, Poisson RDP 0.774, Poisson
-PLD 0.167). Warnings about δ ≥ 1/N, large δ or ε > 10 follow (`accounting.dp_warnings`).
+The first line says, in words, the figure asked for, the sampling it assumes and, beside it, the
+ε of the same noise multiplier under the other sampling, so that a fixed-size figure is never
+mistaken for a Poisson one or the reverse. For McMahan et al.'s z=1, m=100, N=10^5, T=1000
+(`epsilon --noise_multiplier=1 --clients_per_round=100 --population=100000 --rounds=1000`), in
+one line:
+
+    ε = 5.70 with a fixed 100 of 100000 clients per round (tff-lab-run's default sampling); with
+    Poisson sampling at rate 0.001 (tff-lab-run --client_sampling=poisson) ε = 0.774 (1000
+    rounds, δ = 3.16e-06, RDP accountant)
+
+The lines below it give the figure to full precision with its convention (adjacency, sampling,
+accountant, δ) and the ε under every other convention, labelled `other_epsilon=` (in the
+example, Poisson with PLD: 0.167). Warnings about δ ≥ 1/N, large δ or ε > 10 follow on stderr
+(`accounting.dp_warnings`).
 
 Exit codes: 0 success, 2 invalid input (one line on stderr).
 """
@@ -25,6 +35,7 @@ from absl import flags
 from tff_lab.privacy import accounting
 
 COMMANDS = ('epsilon', 'noise')
+OTHER_SAMPLING = {'fixed': 'poisson', 'poisson': 'fixed'}
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -42,6 +53,41 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                     flag_values=flag_values)
   flags.DEFINE_enum('accountant', 'rdp', accounting.ACCOUNTANTS,
                     'rdp, or pld (Poisson sampling only).', flag_values=flag_values)
+
+
+def format_epsilon(value: float) -> str:
+  """ε to 3 significant digits, as a person reads it (5.70, 0.774, 12.3, 123)."""
+  return f'{value:#.3g}'.rstrip('.')
+
+
+def sampling_words(sampling: str, clients_per_round: int, population: int) -> str:
+  """The sampling scheme in plain words, with the tff-lab-run setting that samples that way."""
+  if sampling == 'fixed':
+    return (f'a fixed {clients_per_round} of {population} clients per round '
+            '(tff-lab-run\'s default sampling)')
+  return (f'Poisson sampling at rate {clients_per_round / population:.3g} '
+          '(tff-lab-run --client_sampling=poisson)')
+
+
+def first_line(command: str, noise_multiplier: float, used: accounting.Accounting,
+               used_epsilon: float, other: accounting.Accounting, other_epsilon: float,
+               rounds: int) -> str:
+  """The result in words: the figure under `used`'s sampling, and the ε under `other`'s."""
+  m, n = used.clients_per_round, used.population
+  if used.accountant == other.accountant:
+    accountants = f'{used.accountant.upper()} accountant'
+  else:
+    accountants = (f'{used.accountant.upper()} accountant; {other.accountant.upper()} for '
+                   f'{other.sampling} sampling')
+  context = f'({rounds} rounds, δ = {used.delta:.3g}, {accountants})'
+  used_words = sampling_words(used.sampling, m, n)
+  other_words = sampling_words(other.sampling, m, n)
+  if command == 'epsilon':
+    return (f'ε = {format_epsilon(used_epsilon)} with {used_words}; with {other_words} '
+            f'ε = {format_epsilon(other_epsilon)} {context}')
+  return (f'noise_multiplier = {noise_multiplier:.6g} gives ε = {format_epsilon(used_epsilon)} '
+          f'with {used_words}; with {other_words} the same noise multiplier gives '
+          f'ε = {format_epsilon(other_epsilon)} {context}')
 
 
 def run(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> int:
@@ -72,15 +118,22 @@ def run(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> int:
       value = accounting.epsilon(z, accountant=fv.accountant, sampling=fv.sampling, **common)
       result = f'noise_multiplier={z:.6g}'
     conventions = accounting.epsilon_conventions(z, **common)
+    # The other sampling, with the same accountant where dp-accounting has it (PLD: Poisson only).
+    other_sampling = OTHER_SAMPLING[fv.sampling]
+    other_accountant = fv.accountant if other_sampling == 'poisson' else 'rdp'
+    other, other_value = next(
+        (conv, eps) for conv, eps in conventions
+        if (conv.sampling, conv.accountant) == (other_sampling, other_accountant))
     others = [(conv, eps) for conv, eps in conventions
               if (conv.sampling, conv.accountant) != (used.sampling, used.accountant)]
     poisson = {conv.accountant: eps for conv, eps in conventions if conv.sampling == 'poisson'}
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(f'{result} ({fv.rounds} rounds; {used.text()})')
+  print(first_line(argv[1], z, used, value, other, other_value, fv.rounds))
+  print(f'  {result} ({fv.rounds} rounds; {used.text()})')
   if argv[1] == 'noise':
-    print(f'  which gives epsilon={value:.6g} under that convention')
+    print(f'    which gives epsilon={value:.6g} under that convention')
   print(f'  the same noise_multiplier={z:.6g} under the other conventions (each applies only to '
         'a run that samples that way):')
   tighter = f'PLD {1 - poisson["pld"] / poisson["rdp"]:.0%} below RDP'
