@@ -2,8 +2,10 @@
 
 import csv
 import json
+import logging
 import os
 import stat
+import types
 
 import numpy as np
 import pytest
@@ -173,3 +175,79 @@ def test_dp_over_two_workers_releases_one_counted_mechanism_per_round(tmp_path):
   assert privacy['releases'] == 3  # the noise is added once per round, after the merge
   assert privacy['epsilon'] == pytest.approx(accounting.epsilon(1.2, 4, 10, 3, _DELTA), rel=1e-9)
   assert all(r['dp_accounting'] == privacy['accounting']['description'] for r in _rows(tmp_path))
+
+
+def _release(tmp_path, noise_multiplier, population, delta):
+  """A RoundRelease built directly (no training), fixed-size sampling of 4 clients."""
+  cfg = types.SimpleNamespace(seed=0, dp_delta=delta, clients_per_round=4,
+                              client_sampling='fixed', dp_metrics='withheld')
+  exp, ckpt = tmp_path / 'e', tmp_path / 'e' / 'checkpoints'
+  os.makedirs(ckpt, exist_ok=True)
+  mechanism = dp.GaussianMechanism(noise_multiplier, 4, 0.5, adaptive=False)
+  return release_lib.RoundRelease(cfg, mechanism, str(exp), str(ckpt), population=population)
+
+
+def _absl_warnings(caplog):
+  return [r.getMessage() for r in caplog.records
+          if r.name == 'absl' and r.levelno == logging.WARNING]
+
+
+def test_a_large_delta_is_warned_once_when_the_release_is_set_up(tmp_path, caplog):
+  population = 20  # digits: the default δ = 20^-1.1 ≈ 0.037 is below 1/N but above 0.01
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    release = _release(tmp_path, 1.2, population, delta=None)
+    at_start = _absl_warnings(caplog)
+    for round_num in (1, 2):
+      release.record(round_num)
+      release.epsilon_metrics()
+    summary = release.summary()
+  expected = accounting.delta_warnings(accounting.default_delta(population), population)
+  assert len(expected) == 1 and 'above 0.01' in expected[0]
+  assert at_start == expected  # before any round
+  assert _absl_warnings(caplog) == expected  # not again each round, nor at the end
+  assert summary['warnings'] == expected
+
+
+def test_delta_at_least_one_over_n_is_warned_at_start(tmp_path, caplog):
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    _release(tmp_path, 1.2, 10, delta=0.1)
+  warnings = _absl_warnings(caplog)
+  assert len(warnings) == 1 and '1/N=0.1' in warnings[0]
+
+
+def test_epsilon_above_10_is_warned_once_in_the_round_it_is_first_exceeded(tmp_path, caplog):
+  z, population, delta = 1.2, 10, 1e-3  # δ below 1/N and 0.01: no δ warning
+  epsilons = [accounting.epsilon(z, 4, population, t, delta) for t in range(1, 6)]
+  first = next(t for t, eps in enumerate(epsilons, 1) if eps > accounting.WARN_EPSILON)
+  assert first > 1  # the warning must wait for that round
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    release = _release(tmp_path, z, population, delta)
+    counts = []
+    for round_num in range(1, len(epsilons) + 1):
+      release.record(round_num)
+      assert release.epsilon_metrics()['dp_epsilon'] == pytest.approx(epsilons[round_num - 1])
+      counts.append(len(_absl_warnings(caplog)))
+    summary = release.summary()
+  assert counts == [0] * (first - 1) + [1] * (len(epsilons) - first + 1)
+  warned = _absl_warnings(caplog)
+  assert warned == accounting.epsilon_warnings(epsilons[first - 1])  # the ε of that round
+  assert summary['warnings'] == accounting.epsilon_warnings(epsilons[-1])  # the final ε
+
+
+def test_summary_logs_an_epsilon_warning_the_rounds_did_not(tmp_path, caplog):
+  release = _release(tmp_path, 1.2, 10, 1e-3)
+  for round_num in range(1, 6):
+    release.record(round_num)  # epsilon_metrics never called (no metrics row written)
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    summary = release.summary()
+    release.summary()
+  assert _absl_warnings(caplog) == summary['warnings'] and len(summary['warnings']) == 1
+
+
+def test_without_dp_nothing_is_warned(tmp_path, caplog):
+  cfg = types.SimpleNamespace(seed=0, dp_delta=None, clients_per_round=4,
+                              client_sampling='fixed', dp_metrics='withheld')
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    release = release_lib.RoundRelease(cfg, None, str(tmp_path), str(tmp_path), population=3)
+    assert release.epsilon_metrics() == {} and release.summary() is None
+  assert not _absl_warnings(caplog)

@@ -306,22 +306,31 @@ def epsilon_conventions(noise_multiplier: float, clients_per_round: int, populat
   return out
 
 
+def delta_warnings(delta: float, population: int) -> list[str]:
+  """The δ part of `dp_warnings`: known before the first round, so a run logs it at start."""
+  if delta >= 1 / population:
+    return [f'delta={delta:.3g} is not below 1/N={1 / population:.3g} (N={population} '
+            'clients): publishing one client\'s data outright meets this (ε, δ); use a '
+            'smaller delta']
+  if delta > WARN_DELTA:
+    return [f'delta={delta:.3g} is above {WARN_DELTA:g}: the guarantee may fail outright '
+            f'with probability up to {delta:.3g}; use a smaller delta']
+  return []
+
+
+def epsilon_warnings(epsilon_value: float) -> list[str]:
+  """The ε part of `dp_warnings`: a run logs it in the round ε first exceeds `WARN_EPSILON`."""
+  if epsilon_value > WARN_EPSILON:
+    return [f'epsilon={epsilon_value:.3g} is above {WARN_EPSILON:g}: the guarantee says '
+            'little at this level; add noise, sample fewer clients or run fewer rounds']
+  return []
+
+
 def dp_warnings(epsilon_value: float, delta: float, population: int) -> list[str]:
   """Warnings a run should log about its (ε, δ); empty when there is nothing to say.
 
   Warns when δ ≥ 1/N (a mechanism that publishes one random client's data outright meets such a
   δ), when δ > `WARN_DELTA` (the guarantee may fail outright with probability δ), and when
-  ε > `WARN_EPSILON`.
+  ε > `WARN_EPSILON`: `delta_warnings` followed by `epsilon_warnings`.
   """
-  out = []
-  if delta >= 1 / population:
-    out.append(f'delta={delta:.3g} is not below 1/N={1 / population:.3g} (N={population} '
-               'clients): publishing one client\'s data outright meets this (ε, δ); use a '
-               'smaller delta')
-  elif delta > WARN_DELTA:
-    out.append(f'delta={delta:.3g} is above {WARN_DELTA:g}: the guarantee may fail outright '
-               f'with probability up to {delta:.3g}; use a smaller delta')
-  if epsilon_value > WARN_EPSILON:
-    out.append(f'epsilon={epsilon_value:.3g} is above {WARN_EPSILON:g}: the guarantee says '
-               'little at this level; add noise, sample fewer clients or run fewer rounds')
-  return out
+  return delta_warnings(delta, population) + epsilon_warnings(epsilon_value)

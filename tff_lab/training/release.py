@@ -21,13 +21,17 @@ about what it releases (issue "Differential privacy that counts every release"):
   them, and summary.json then says that ε does not cover them.
 * **ε that names its accounting.** summary.json's `privacy` section gives the adjacency, the
   sampling, the accountant and δ with ε, the releases counted (and rounds counted more than once),
-  what ε covers, and warnings for a δ that is too large or an ε above 10.
+  what ε covers, and warnings for a δ that is too large or an ε above 10. The run logs each
+  warning once, as soon as it is known: the δ one when the release is set up (before round 1),
+  the ε one in the first round whose ε exceeds 10 (`accounting.delta_warnings`,
+  `accounting.epsilon_warnings`).
 """
 
 import collections
-import logging
 import os
 from typing import Any, Optional
+
+from absl import logging
 
 from tff_lab.aggregators import dp as dp_lib
 from tff_lab.privacy import accounting
@@ -52,6 +56,7 @@ class RoundRelease:
     """
     self.dp = mechanism is not None
     self.sampling_entropy = config.seed
+    self._warned = set()  # the kinds of warning ('delta', 'epsilon') logged so far
     self.ledger = self.policy = None
     if not self.dp:
       return
@@ -66,6 +71,14 @@ class RoundRelease:
     self.policy = release_lib.MetricsPolicy(
         config.dp_metrics, sampling=config.client_sampling,
         dp='adaptive' if mechanism.adaptive else 'fixed')
+    self._warn_once('delta', accounting.delta_warnings(self.delta, population))
+
+  def _warn_once(self, kind: str, warnings: list[str]) -> None:
+    """Logs `warnings` (absl, WARNING) unless a warning of this kind was logged already."""
+    if warnings and kind not in self._warned:
+      self._warned.add(kind)
+      for warning in warnings:
+        logging.warning('%s', warning)
 
   def record(self, round_num: int) -> None:
     """Journals round `round_num`'s noisy release; call it before anything of the round leaves."""
@@ -75,10 +88,12 @@ class RoundRelease:
   def epsilon_metrics(self) -> 'collections.OrderedDict[str, Any]':
     """`dp_epsilon` (over every release journaled), `dp_delta`, and `dp_accounting` (the
     convention, in words, so that no row of metrics.csv carries an ε without it); nothing
-    without DP."""
+    without DP. The first time ε exceeds `accounting.WARN_EPSILON`, logs a warning."""
     if not self.dp:
       return collections.OrderedDict()
-    return collections.OrderedDict(dp_epsilon=self.ledger.epsilon(), dp_delta=self.delta,
+    epsilon = self.ledger.epsilon()
+    self._warn_once('epsilon', accounting.epsilon_warnings(epsilon))
+    return collections.OrderedDict(dp_epsilon=epsilon, dp_delta=self.delta,
                                    dp_accounting=self.ledger.accounting.text())
 
   def apply(self, metrics) -> 'collections.OrderedDict[str, Any]':
@@ -88,10 +103,11 @@ class RoundRelease:
     return self.policy.apply(metrics)
 
   def summary(self) -> Optional[dict]:
-    """summary.json's `privacy` section (None without DP); logs its warnings."""
+    """summary.json's `privacy` section (None without DP), with every warning of the run's
+    (ε, δ); logs those not logged during the run."""
     if not self.dp:
       return None
-    warnings = accounting.dp_warnings(self.ledger.epsilon(), self.delta, self.population)
-    for warning in warnings:
-      logging.warning('%s', warning)
+    epsilon = self.ledger.epsilon()
+    self._warn_once('epsilon', accounting.epsilon_warnings(epsilon))
+    warnings = accounting.dp_warnings(epsilon, self.delta, self.population)
     return dict(self.ledger.summary(), metrics=self.policy.summary(), warnings=warnings)
