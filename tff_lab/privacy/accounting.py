@@ -22,8 +22,8 @@ Sampling schemes (`sampling=`):
   `SampledWithoutReplacementDpEvent(N, m, GaussianDpEvent(z / 2))`.
 * `'poisson'`: each client joins independently with probability q = m/N, the scheme of
   McMahan et al.'s analysis (add/remove-one relation, sensitivity C):
-  `PoissonSampledDpEvent(q, GaussianDpEvent(z))`. The loop does not sample this way; use it to
-  compare with papers.
+  `PoissonSampledDpEvent(q, GaussianDpEvent(z))`. The loop samples this way only with
+  `--client_sampling=poisson`; it is also the figure of papers that assume Poisson sampling.
 
 dp-accounting 0.4.3's PLD accountant supports Poisson sampling only, so `accountant='pld'` needs
 `sampling='poisson'`; the per-round ε of an experiment comes from RDP. Where both apply (Poisson
