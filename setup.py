@@ -13,10 +13,11 @@ setuptools.setup(
     version='0.1.0',
     description='A research toolkit for federated learning on TensorFlow Federated.',
     packages=setuptools.find_packages(include=['tff_lab', 'tff_lab.*']),
-    python_requires='>=3.9,<3.12',
+    python_requires='>=3.10,<3.12',
     install_requires=[
         'absl-py',
         'matplotlib',
+        'ml-collections',
         'numpy',
         'scikit-learn',
         'tensorflow>=2.14,<2.15',

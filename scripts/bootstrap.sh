@@ -4,19 +4,19 @@
 #
 #   bash scripts/bootstrap.sh            # then: .venv/bin/tff-lab-run   or   .venv/bin/python -m pytest tests
 #
-# Needs Python 3.9-3.11 (TFF 0.87 does not support 3.12) as python3.11, or $PYTHON.
+# Needs Python 3.10-3.11 (TFF 0.87 does not support 3.12; ml-collections needs 3.10) as python3.11, or $PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pick_python() {
-  for candidate in "${PYTHON:-}" python3.11 python3.10 python3.9 python3; do
+  for candidate in "${PYTHON:-}" python3.11 python3.10 python3; do
     [ -n "$candidate" ] || continue
     command -v "$candidate" >/dev/null 2>&1 || continue
-    if "$candidate" -c 'import sys; sys.exit(0 if (3, 9) <= sys.version_info[:2] <= (3, 11) else 1)'; then
+    if "$candidate" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 11) else 1)'; then
       echo "$candidate"; return 0
     fi
   done
-  echo "bootstrap: no Python 3.9-3.11 found (TensorFlow Federated 0.87 needs <3.12); set PYTHON=/path/to/python3.11" >&2
+  echo "bootstrap: no Python 3.10-3.11 found (TensorFlow Federated 0.87 needs <3.12); set PYTHON=/path/to/python3.11" >&2
   return 1
 }
 

@@ -34,3 +34,25 @@ def test_check_value(option, value, ok):
   else:
     with pytest.raises(ValueError, match=f"task x option '{option}' must be a"):
       builder_options.check_value('task x', option, spec, value)
+
+
+def _documented(size: int = 2, mode: str = 'a', plain: bool = False):
+  """Builds something.
+
+  Args:
+    size: How many
+      clients, wrapped over two lines.
+    mode (str): `a` or `b`.
+
+  Returns:
+    Nothing.
+  """
+  del size, mode, plain
+
+
+def test_an_options_help_is_its_docstring_entry():
+  specs = builder_options.options(_documented)
+  assert specs['size'].help == 'How many clients, wrapped over two lines.'
+  assert specs['mode'].help == '`a` or `b`.'
+  assert specs['plain'].help == ''  # undocumented: the flag's help falls back to its name
+  assert builder_options.docstring_args(lambda: None) == {}

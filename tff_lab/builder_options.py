@@ -5,11 +5,13 @@ A task builder (`tff_lab.tasks.register`) or an aggregator's factory builder
 option becomes a flag of the type of its default (bool, int, float or str), or, for a `None`
 default, of its annotation (`Optional[float] = None`). `check_options` refuses, in one line, a
 builder whose options cannot become flags: no default, `*args` / `**kwargs`, or a default whose
-type is not one of those (and not inferable from the annotation).
+type is not one of those (and not inferable from the annotation). An option's help is its entry
+in the builder's Google-style `Args:` docstring section, where it has one.
 """
 
 import collections
 import inspect
+import re
 import typing
 from typing import Any, Callable, Optional
 
@@ -17,9 +19,25 @@ SCALAR_TYPES = (bool, int, float, str)
 
 
 class Option(typing.NamedTuple):
-  """One option: its default and the type of its flag."""
+  """One option: its default, the type of its flag and its help (from the docstring)."""
   default: Any
   type: Optional[type]  # None: not inferable (built-in builders fall back to str)
+  help: str = ''
+
+
+def docstring_args(builder: Callable[..., Any]) -> dict[str, str]:
+  """The entries of the builder's Google-style `Args:` section, by parameter, on one line each."""
+  doc = inspect.getdoc(builder) or ''
+  match = re.search(r'^Args:\n(.*?)(?:^\S|\Z)', doc, re.MULTILINE | re.DOTALL)
+  out, name = {}, None
+  for line in (match.group(1).splitlines() if match else []):
+    entry = re.match(r'^ {2,4}(\w+)(?: \(.*?\))?: ?(.*)$', line)
+    if entry:
+      name = entry.group(1)
+      out[name] = entry.group(2).strip()
+    elif name and line.strip():
+      out[name] += ' ' + line.strip()
+  return out
 
 
 def _annotation_type(annotation) -> Optional[type]:
@@ -36,6 +54,7 @@ def options(builder: Callable[..., Any], skip: tuple[str, ...] = ()
             ) -> 'collections.OrderedDict[str, Option]':
   """The builder's keyword options (except `skip`), in signature order."""
   out = collections.OrderedDict()
+  helps = docstring_args(builder)
   for p in inspect.signature(builder).parameters.values():
     if p.name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
       continue
@@ -44,7 +63,7 @@ def options(builder: Callable[..., Any], skip: tuple[str, ...] = ()
       kind = type(default)
     else:
       kind = _annotation_type(p.annotation) if default is None else None
-    out[p.name] = Option(default, kind)
+    out[p.name] = Option(default, kind, helps.get(p.name, ''))
   return out
 
 

@@ -163,7 +163,15 @@ class AggregationSettings:
     return registry_lib.is_registered(self.aggregator)
 
   def validate(self) -> None:
-    """Raises a one-line ValueError naming the first bad setting."""
+    """Raises a one-line ValueError naming the first bad setting: its values, then the rule, DP
+    and secure aggregation (each with what it cannot be combined with)."""
+    self._check_values()
+    self._check_rule()
+    self._check_dp()
+    self._check_secure_aggregation()
+
+  def _check_values(self) -> None:
+    """Names and ranges of the settings, each on its own."""
     for name, value, choices in (('aggregator', self.aggregator,
                                   AGGREGATORS + registry_lib.names()),
                                  ('compression', self.compression, COMPRESSIONS),
@@ -193,6 +201,9 @@ class AggregationSettings:
              or (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0),
              f'noise_multiplier must be positive, got {self.noise_multiplier}')
 
+  def _check_rule(self) -> None:
+    """A registered aggregator's options and what it cannot be combined with; Krum's client
+    count; the encodings the rule takes."""
     if self.registered:
       registry_lib.resolve_options(self.aggregator, self.aggregator_options)
       for name, value, why in (
@@ -217,6 +228,13 @@ class AggregationSettings:
                f'got {m}')
     _require(not self.rotation or self.compression == 'quantize',
              f'rotation only applies to compression=\'quantize\', got {self.compression!r}')
+    _require(self.aggregator != 'geometric_median' or self.compression == 'none',
+             f'aggregator=\'geometric_median\' cannot be combined with '
+             f'compression={self.compression!r}: compressing its Weiszfeld passes is not '
+             'implemented')
+
+  def _check_dp(self) -> None:
+    """DP's noise and clip, and the rule and encoding DP allows."""
     if self.dp == 'none':
       _require(self.noise_multiplier is None,
                f'noise_multiplier={self.noise_multiplier} only applies with dp=fixed|adaptive')
@@ -237,47 +255,47 @@ class AggregationSettings:
       _extension('dp', f'dp={self.dp!r}').check_dp_args(
           self.dp, self.noise_multiplier, self.clients_per_round, self.clip_norm,
           self.adaptive_clip)
-    if self.secure_aggregation:
-      _require(self.aggregator == 'mean',
-               f'secure_aggregation cannot be combined with aggregator={self.aggregator!r}: the '
-               'rule needs individual updates and secure aggregation reveals only their sum')
-      _require(self.compression == 'none',
-               f'secure_aggregation cannot be combined with compression={self.compression!r}: '
-               'the server decodes each client\'s message, so it would see it')
-      _require(self.dp != 'adaptive',
-               'secure_aggregation cannot be combined with dp=\'adaptive\': its clip follows a '
-               'noised count of unclipped clients, a second aggregate not implemented securely; '
-               'use dp=\'fixed\'')
-      _require(not self.adaptive_clip,
-               'secure_aggregation cannot be combined with adaptive_clip: the clip would follow '
-               'the clients\' update norms, a second aggregate not implemented securely; use a '
-               'fixed clip_norm')
-      n = self.clients_per_round
-      _require(n >= 2, f'secure_aggregation needs clients_per_round >= 2, got {n}')
-      t = self.secagg_threshold
-      _require(t is None or (_is_int(t) and n < 2 * t and 2 <= t <= n),
-               f'secagg_threshold must be an integer in [{max(2, n // 2 + 1)}, '
-               f'clients_per_round={n}]: a strict majority of the clients (2t > n; with t <= n/2 '
-               f'a server showing different survivor lists to two halves learns an update), '
-               f'got {t}')
-      t = n // 2 + 1 if t is None else t
-      _require(n - self.num_dropped >= t,
-               f'dropout_fraction leaves {n - self.num_dropped} of {n} clients reporting per '
-               f'round, fewer than the secure aggregation threshold secagg_threshold={t}: every '
-               'round would abort; lower dropout_fraction or secagg_threshold')
-      _require(self.secagg_range is None
-               or (math.isfinite(self.secagg_range) and self.secagg_range > 0),
-               f'secagg_range must be positive and finite, got {self.secagg_range}')
-    else:
+
+  def _check_secure_aggregation(self) -> None:
+    """What secure aggregation cannot be combined with, its threshold and range; its settings
+    only with it."""
+    if not self.secure_aggregation:
       for name in ('secagg_threshold', 'secagg_range'):
         _require(getattr(self, name) is None,
                  f'{name}={getattr(self, name)} only applies with secure_aggregation')
       for name in ('secagg_active', 'secagg_private_metrics'):
         _require(not getattr(self, name), f'{name} only applies with secure_aggregation')
-    _require(self.aggregator != 'geometric_median' or self.compression == 'none',
-             f'aggregator=\'geometric_median\' cannot be combined with '
-             f'compression={self.compression!r}: compressing its Weiszfeld passes is not '
-             'implemented')
+      return
+    _require(self.aggregator == 'mean',
+             f'secure_aggregation cannot be combined with aggregator={self.aggregator!r}: the '
+             'rule needs individual updates and secure aggregation reveals only their sum')
+    _require(self.compression == 'none',
+             f'secure_aggregation cannot be combined with compression={self.compression!r}: '
+             'the server decodes each client\'s message, so it would see it')
+    _require(self.dp != 'adaptive',
+             'secure_aggregation cannot be combined with dp=\'adaptive\': its clip follows a '
+             'noised count of unclipped clients, a second aggregate not implemented securely; '
+             'use dp=\'fixed\'')
+    _require(not self.adaptive_clip,
+             'secure_aggregation cannot be combined with adaptive_clip: the clip would follow '
+             'the clients\' update norms, a second aggregate not implemented securely; use a '
+             'fixed clip_norm')
+    n = self.clients_per_round
+    _require(n >= 2, f'secure_aggregation needs clients_per_round >= 2, got {n}')
+    t = self.secagg_threshold
+    _require(t is None or (_is_int(t) and n < 2 * t and 2 <= t <= n),
+             f'secagg_threshold must be an integer in [{max(2, n // 2 + 1)}, '
+             f'clients_per_round={n}]: a strict majority of the clients (2t > n; with t <= n/2 '
+             f'a server showing different survivor lists to two halves learns an update), '
+             f'got {t}')
+    t = n // 2 + 1 if t is None else t
+    _require(n - self.num_dropped >= t,
+             f'dropout_fraction leaves {n - self.num_dropped} of {n} clients reporting per '
+             f'round, fewer than the secure aggregation threshold secagg_threshold={t}: every '
+             'round would abort; lower dropout_fraction or secagg_threshold')
+    _require(self.secagg_range is None
+             or (math.isfinite(self.secagg_range) and self.secagg_range > 0),
+             f'secagg_range must be positive and finite, got {self.secagg_range}')
 
 
 def validate_aggregation_settings(**settings) -> None:

@@ -20,11 +20,15 @@ def _hparam_flag(prefix: str, optimizer: str, hparam: str) -> str:
 
 def define_optimizer_flags(prefix: str, default_optimizer: str = 'sgd',
                            default_learning_rate: float = 0.1) -> None:
-  """Defines the `--<prefix>_*` optimiser flags."""
-  flags.DEFINE_string(f'{prefix}_optimizer', default_optimizer,
-                      f'The {prefix} optimizer: one of {optimizers_lib.optimizer_names()}.')
-  flags.DEFINE_float(f'{prefix}_learning_rate', default_learning_rate,
-                     f'Learning rate of the {prefix} optimizer.')
+  """Defines the `--<prefix>_*` optimiser flags; `--<prefix>_optimizer` and
+  `--<prefix>_learning_rate` only where not defined yet (tff-lab-run generates those from its
+  config's algorithm section)."""
+  if f'{prefix}_optimizer' not in flags.FLAGS:
+    flags.DEFINE_string(f'{prefix}_optimizer', default_optimizer,
+                        f'The {prefix} optimizer: one of {optimizers_lib.optimizer_names()}.')
+  if f'{prefix}_learning_rate' not in flags.FLAGS:
+    flags.DEFINE_float(f'{prefix}_learning_rate', default_learning_rate,
+                       f'Learning rate of the {prefix} optimizer.')
   for name in optimizers_lib.optimizer_names():
     for hparam, default in optimizers_lib.optimizer_hparams(name).items():
       flags.DEFINE_float(_hparam_flag(prefix, name, hparam), default,

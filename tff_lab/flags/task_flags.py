@@ -28,7 +28,8 @@ _DEFINED: set[str] = set()  # tasks whose flags this process has defined
 def define_option_flags(prefix: str, options, what: str) -> None:
   """Defines `--<prefix>_<option>` for each `tff_lab.builder_options.Option` in `options`."""
   for option, spec in options.items():
-    _DEFINE[spec.type or str](_flag_name(prefix, option), spec.default, f'{what}: {option}.')
+    _DEFINE[spec.type or str](_flag_name(prefix, option), spec.default,
+                              f'{what}: {spec.help or option + "."}')
 
 
 def define_task_flags() -> None:

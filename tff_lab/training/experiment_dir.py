@@ -58,6 +58,9 @@ RESUMABLE_KEYS = ('rounds', 'root_output_dir', 'experiment_name', 'max_concurren
                   'finetune_epochs', 'local_baseline_epochs')
 
 CONFIG_FILENAME = 'config.json'
+# The same settings as a tff-lab-run config file (tff_lab.flags.config_file): --config=<it>
+# repeats the run.
+CONFIG_FILE_FILENAME = 'config.py'
 SUMMARY_FILENAME = 'summary.json'
 HISTORY_FILENAME = 'history.jsonl'
 METRICS_FILENAME = 'metrics.csv'
@@ -108,6 +111,21 @@ def _write_json(path: str, value: Any) -> None:
   with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(value, f, indent=2)
   os.replace(tmp, path)
+
+
+def _write_config(exp_dir: str, settings: dict) -> None:
+  """Writes config.json and config.py (atomically, each) from the run's settings."""
+  from tff_lab.flags import config_file  # pylint: disable=g-import-not-at-top  (absl, ml_collections)
+  _write_json(os.path.join(exp_dir, CONFIG_FILENAME), settings)
+  path = os.path.join(exp_dir, CONFIG_FILE_FILENAME)
+  text = config_file.config_file_text(
+      config_file.flag_settings(settings),
+      f'The settings of the run in this directory (its config.json), as a tff-lab-run config\n'
+      f'file: `tff-lab-run --config={path}` repeats it (add --experiment_name=... for a new\n'
+      f'directory, or --seed=... for another seed).\n')
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
 
 
 def default_experiment_name(config: 'config_lib.ExperimentConfig') -> str:
@@ -218,7 +236,7 @@ def prepare_experiment_dir(config: 'config_lib.ExperimentConfig') -> str:
                                  f'{e.strerror or e}') from None
   current = _normalised(config)
   if not os.path.exists(config_path):
-    _write_json(config_path, current)
+    _write_config(exp_dir, current)
     return exp_dir
   saved = _read_saved_config(config_path, exp_dir)
   old, new = _comparable(saved), _comparable(current)
@@ -236,7 +254,7 @@ def prepare_experiment_dir(config: 'config_lib.ExperimentConfig') -> str:
         f'completed, and a run cannot be shortened: pass --rounds={done} or more to resume or '
         'extend it, --overwrite to start over, or choose another --experiment_name')
   if saved.get('rounds') != config.rounds:
-    _write_json(config_path, dict(saved, rounds=config.rounds))
+    _write_config(exp_dir, dict(saved, rounds=config.rounds))
   return exp_dir
 
 
@@ -432,6 +450,7 @@ class RunRecord:
       summary['privacy'] = self.privacy
     summary['files'] = [METRICS_FILENAME, 'tensorboard/', 'curves.png', SUMMARY_FILENAME,
                         HISTORY_FILENAME, 'final_model.keras', 'checkpoints/', CONFIG_FILENAME,
+                        CONFIG_FILE_FILENAME,
                         *self.files]
     _write_json(self._summary_path, summary)
     return summary

@@ -424,12 +424,19 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
     raise
 
 
-def _train(config, task, model_aggregator, record: experiment_dir.RunRecord,
-           progress_desc: Optional[str] = None) -> 'collections.OrderedDict[str, Any]':
-  """Builds the run (TFF tracing), restores it, trains the remaining rounds, writes the outputs."""
-  exp_dir = config.experiment_dir
-  ckpt_dir = os.path.join(exp_dir, 'checkpoints')
-  csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
+@dataclasses.dataclass
+class _Run:
+  """What a training run is made of, built (TFF tracing) once before its rounds."""
+  process: Any  # the TFF learning process: initial state, model weights, checkpoint structure
+  runner: backends.RoundRunner  # the backend's runner of a round's plan
+  client_store: Any  # per-client state (SCAFFOLD, Ditto, ...), or None
+  fed_eval: Any  # federated evaluation, or None without evaluation
+  personal: Any  # the runner's personalised models (Ditto, FedRep), or None
+  report: Any  # the per-client report
+  keras_model: Any  # for centralised evaluation
+
+
+def _build_run(config, task, model_aggregator) -> _Run:
   _set_execution_context(config)
   model_aggregator = create_model_aggregator(config, model_aggregator)
   process = build_process(config, task, model_aggregator)
@@ -438,17 +445,25 @@ def _train(config, task, model_aggregator, record: experiment_dir.RunRecord,
   # A runner whose algorithm keeps personalised models gives them (Ditto, FedRep).
   personal = getattr(runner, 'personal_model_weights', None)
   report = _build_report(config, task, personal is not None)  # traces: before any Keras model
-  keras_model = task.model_fn()
-  state, start_round = _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store,
-                                        report,
-                                        runner=runner)
+  return _Run(process, runner, client_store, fed_eval, personal, report, task.model_fn())
+
+
+def _train(config, task, model_aggregator, record: experiment_dir.RunRecord,
+           progress_desc: Optional[str] = None) -> 'collections.OrderedDict[str, Any]':
+  """Builds the run (TFF tracing), restores it, trains the remaining rounds, writes the outputs."""
+  exp_dir = config.experiment_dir
+  ckpt_dir = os.path.join(exp_dir, 'checkpoints')
+  csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
+  run = _build_run(config, task, model_aggregator)
+  state, start_round = _restore_or_init(run.process, task, config, ckpt_dir, csv_writer,
+                                        run.client_store, run.report, runner=run.runner)
   record.restored(start_round, task.summary())
   if start_round:
     logging.warning('resuming from round %d of %d', start_round, config.rounds)
   tb_writer = writers.TensorBoardWriter(os.path.join(exp_dir, 'tensorboard'), resume_at=start_round)
   # Only the mechanism that adds the noise is accounted for, as the runner that applies it
   # declares it; under DP the release also picks the (secret) sampling entropy.
-  release = release_lib.RoundRelease(config, dp_lib.mechanism_of(runner), exp_dir, ckpt_dir,
+  release = release_lib.RoundRelease(config, dp_lib.mechanism_of(run.runner), exp_dir, ckpt_dir,
                                      len(task.train_data.client_ids))
   planner = plan_lib.RoundPlanner(task, config.clients_per_round, config.faults, config.seed,
                                   config.client_sampling, release.sampling_entropy)
@@ -458,21 +473,10 @@ def _train(config, task, model_aggregator, record: experiment_dir.RunRecord,
                   unit='round', disable=not config.progress, dynamic_ncols=True)
   try:
     for round_num in range(start_round + 1, config.rounds + 1):
-      state, metrics = _train_round(runner, state, planner.plan(round_num), config, release,
+      state, metrics = _train_round(run.runner, state, planner.plan(round_num), config, release,
                                     ckpt_dir)
-      if fed_eval is not None and (round_num % config.eval_every == 0
-                                   or round_num == config.rounds):
-        weights = process.get_model_weights(state)
-        metrics.update(_evaluate(task, weights, fed_eval, keras_model))
-        metrics.update(report.evaluate(weights, personal))
-      metrics = release.apply(metrics)  # what may leave the process (all of it without DP)
-      csv_writer.write(round_num, metrics)
-      record.round_done(round_num, metrics)  # summary.json follows metrics.csv
-      tb_writer.write(round_num, metrics)
-      if round_num % config.checkpoint_every == 0 or round_num == config.rounds:
-        checkpoint.save_checkpoint(ckpt_dir, round_num, state,
-                                   extra=_extra(runner, client_store, report))
-        record.checkpointed(round_num)
+      metrics = _finish_round(config, task, run, state, round_num, metrics, release,
+                              (csv_writer, tb_writer), record, ckpt_dir)
       last.update(metrics)
       bar.set_postfix(collections.OrderedDict(
           (k, f'{last[k]:.4f}') for k in _SHOWN if k in last))
@@ -487,8 +491,29 @@ def _train(config, task, model_aggregator, record: experiment_dir.RunRecord,
   finally:
     bar.close()
     tb_writer.close()
-    runner.close()
+    run.runner.close()
     if config.workers:  # a notebook continues on a local worker, not on the remote ones
       runtime.set_local_context()
-  return _write_final_outputs(config, task, process, state, exp_dir, csv_writer.path, start_round,
-                              record, release, report)
+  return _write_final_outputs(config, task, run.process, state, exp_dir, csv_writer.path,
+                              start_round, record, release, run.report)
+
+
+def _finish_round(config, task, run: _Run, state, round_num: int, metrics, release,
+                  metric_writers, record: experiment_dir.RunRecord, ckpt_dir: str):
+  """Evaluates when due, releases and writes the round's metrics (CSV, summary.json, TensorBoard)
+  and checkpoints when due; returns the released metrics."""
+  if run.fed_eval is not None and (round_num % config.eval_every == 0
+                                   or round_num == config.rounds):
+    weights = run.process.get_model_weights(state)
+    metrics.update(_evaluate(task, weights, run.fed_eval, run.keras_model))
+    metrics.update(run.report.evaluate(weights, run.personal))
+  metrics = release.apply(metrics)  # what may leave the process (all of it without DP)
+  csv_writer, tb_writer = metric_writers
+  csv_writer.write(round_num, metrics)
+  record.round_done(round_num, metrics)  # summary.json follows metrics.csv
+  tb_writer.write(round_num, metrics)
+  if round_num % config.checkpoint_every == 0 or round_num == config.rounds:
+    checkpoint.save_checkpoint(ckpt_dir, round_num, state,
+                               extra=_extra(run.runner, run.client_store, run.report))
+    record.checkpointed(round_num)
+  return metrics
