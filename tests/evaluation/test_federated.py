@@ -64,3 +64,25 @@ def test_federated_evaluation_type_signature():
   params = comp.type_signature.parameter
   assert params[0].placement is tff.SERVER and params[1].placement is tff.CLIENTS
   assert comp.type_signature.result.placement is tff.SERVER
+
+
+def test_evaluation_in_chunks_reports_progress_and_the_same_result():
+  task = tasks.create_task('seed_linear', {'num_clients': 7, 'iid': False, 'seed': 2})
+  weights = plan_lib.initial_model_weights(task, 0)
+  comp = federated.build_federated_evaluation(task)
+  whole = federated.evaluate_federated(task, weights, comp, chunk_clients=100)
+  calls = []
+  chunked = federated.evaluate_federated(task, weights, comp, chunk_clients=3,
+                                         progress=calls.append)
+  assert calls == [3, 3, 1]  # one callback per chunk, with its clients
+  assert chunked.keys() == whole.keys()
+  for key, value in whole.items():
+    assert chunked[key] == pytest.approx(value, rel=1e-6), key
+  assert chunked['num_clients'] == 7
+
+
+@pytest.mark.parametrize('bad', [0, -1, 2.5, True])
+def test_bad_chunk_size_is_one_line(bad):
+  task = tasks.create_task('seed_linear', {'num_clients': 3})
+  with pytest.raises(ValueError, match='chunk_clients must be a positive integer'):
+    federated.evaluate_federated(task, plan_lib.initial_model_weights(task, 0), chunk_clients=bad)

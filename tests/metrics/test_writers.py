@@ -1,8 +1,10 @@
-"""metrics.csv: one row per round, truncation on resume, torn rows, new columns; TensorBoard and
-its truncation on resume (one value per tag and step)."""
+"""metrics.csv: one row per round, truncation on resume, torn rows, new columns; metrics.jsonl:
+the same rows, truncated with it; TensorBoard and its truncation on resume (one value per tag and
+step)."""
 
 import csv
 import glob
+import json
 import os
 
 import numpy as np
@@ -140,3 +142,74 @@ def test_tensorboard_truncation_is_idempotent_after_a_kill_mid_rewrite(tmp_path,
   assert all(len(v) == 1 for v in values.values()), values
   assert values[('train_loss', 3)] == pytest.approx([10.0 + 1 / 3])
   assert values[('train_loss', 1)] == [1.0]
+
+
+def _jsonl(path):
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
+
+
+def _as_csv_cells(obj):
+  """A metrics.jsonl object as the non-empty cells of its metrics.csv row."""
+  return {k: writers._fmt(v) if not isinstance(v, str) else v  # pylint: disable=protected-access
+          for k, v in obj.items()}
+
+
+def _assert_same_rows(csv_path, jsonl_path):
+  rows = _rows(csv_path)
+  objects = _jsonl(jsonl_path)
+  assert [o['round'] for o in objects] == [int(r['round']) for r in rows]
+  for row, obj in zip(rows, objects):
+    assert _as_csv_cells(obj) == {k: v for k, v in row.items() if v != ''}
+
+
+def test_jsonl_streams_the_csv_rows_with_their_types(tmp_path):
+  csv_path, jsonl_path = tmp_path / 'metrics.csv', tmp_path / 'metrics.jsonl'
+  w = writers.CSVMetricsWriter(str(csv_path), str(jsonl_path))
+  w.write(1, {'train_loss': 0.1 + 0.2, 'train_examples': np.int64(12).item(), 'note': 'a,b',
+              'missing': float('nan'), 'eps': float('inf'), 'flag': True})
+  assert len(_jsonl(jsonl_path)) == 1  # written with the round, not at the end
+  w.write(2, {'train_loss': 0.25, 'fed_eval_accuracy': 0.5})  # a new column: the CSV is rewritten
+  objects = _jsonl(jsonl_path)
+  assert objects[0] == {'round': 1, 'train_loss': 0.1 + 0.2, 'train_examples': 12, 'note': 'a,b',
+                        'eps': 'inf', 'flag': True}  # NaN is an empty cell: absent
+  assert type(objects[0]['train_examples']) is int
+  assert objects[1] == {'round': 2, 'train_loss': 0.25, 'fed_eval_accuracy': 0.5}
+  _assert_same_rows(csv_path, jsonl_path)
+
+
+def test_jsonl_is_truncated_with_the_csv(tmp_path):
+  csv_path, jsonl_path = tmp_path / 'metrics.csv', tmp_path / 'metrics.jsonl'
+  w = writers.CSVMetricsWriter(str(csv_path), str(jsonl_path))
+  for r in range(1, 6):
+    w.write(r, {'train_loss': 1.0 / r})
+  with open(csv_path, 'a') as f:
+    f.write('6,0.16')  # a CSV row cut short by SIGKILL ...
+  with open(jsonl_path, 'a') as f:
+    f.write('{"round": 6, "train_lo')  # ... and its JSON line
+  reopened = writers.CSVMetricsWriter(str(csv_path), str(jsonl_path))
+  reopened.truncate_after(3)
+  assert [o['round'] for o in _jsonl(jsonl_path)] == [1, 2, 3]
+  reopened.write(4, {'train_loss': 0.25})
+  _assert_same_rows(csv_path, jsonl_path)
+  assert [o['round'] for o in _jsonl(jsonl_path)] == [1, 2, 3, 4]
+
+
+def test_jsonl_missing_round_is_rebuilt_from_the_csv(tmp_path):
+  # Killed between the CSV row and its JSON line, or a run made before metrics.jsonl existed:
+  # truncation rebuilds the JSON lines from the CSV rows it keeps.
+  csv_path, jsonl_path = tmp_path / 'metrics.csv', tmp_path / 'metrics.jsonl'
+  w = writers.CSVMetricsWriter(str(csv_path))
+  for r in range(1, 4):
+    w.write(r, {'train_loss': 1.0 / r, 'aggregator/num_clients': 5})
+  writers.CSVMetricsWriter(str(csv_path), str(jsonl_path)).truncate_after(2)
+  assert _jsonl(jsonl_path) == [{'round': 1, 'train_loss': 1.0, 'aggregator/num_clients': 5},
+                                {'round': 2, 'train_loss': 0.5, 'aggregator/num_clients': 5}]
+  _assert_same_rows(csv_path, jsonl_path)
+
+
+def test_jsonl_without_csv_is_emptied_on_a_fresh_start(tmp_path):
+  jsonl_path = tmp_path / 'metrics.jsonl'
+  jsonl_path.write_text('{"round": 1}\n')
+  writers.CSVMetricsWriter(str(tmp_path / 'metrics.csv'), str(jsonl_path)).truncate_after(0)
+  assert jsonl_path.read_text() == ''

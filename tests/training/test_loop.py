@@ -271,3 +271,67 @@ def test_a_resumed_run_says_where_it_resumes(tmp_path, caplog):
 ])
 def test_plots_name_the_algorithm_as_a_paper_would(settings, label):
   assert loop.algorithm_label(config_lib.ExperimentConfig(**settings)) == label
+
+
+def test_aggregator_nesting_is_dropped_from_metric_names():
+  flat = {'aggregator/clipping/mean_value/upload_bytes_per_client': 10,
+          'aggregator/clipping_norm': 1.0, 'aggregator/dp_query_metrics/clip': 0.5,
+          'aggregator/dp/num_clients': 3, 'client_work/train/loss': 0.1,
+          'aggregator/mean_value/x': 1, 'aggregator/clipping/x': 2}  # a clash: paths kept
+  assert loop.normalize_aggregator_names(flat) == {
+      'aggregator/upload_bytes_per_client': 10, 'aggregator/clipping_norm': 1.0,
+      'aggregator/dp_query_metrics/clip': 0.5, 'aggregator/num_clients': 3,
+      'client_work/train/loss': 0.1, 'aggregator/mean_value/x': 1, 'aggregator/clipping/x': 2}
+
+
+def test_metrics_csv_has_the_same_columns_whatever_the_backend_and_aggregator(tmp_path):
+  import csv  # pylint: disable=g-import-not-at-top
+
+  def columns(name, simulation='tff', **aggregation):
+    loop.run_experiment(config_lib.ExperimentConfig(
+        task='digits', task_options={'model': 'mlp', 'num_clients': 8}, rounds=2,
+        clients_per_round=3, eval_every=0, root_output_dir=str(tmp_path), experiment_name=name,
+        progress=False, simulation=simulation, aggregation=aggregation))
+    with open(tmp_path / name / 'metrics.csv', newline='') as f:
+      rows = list(csv.DictReader(f))
+    return {k for k in rows[0] if k != 'round_seconds'}, rows[-1]
+
+  tff, tff_row = columns('tff')
+  fused, fused_row = columns('fused', 'fused')
+  # Compression adds no column: its byte counts replace the dense ones, under the same names.
+  topk, topk_row = columns('topk', compression='topk')
+  assert 'aggregator/upload_bytes_per_client' in tff
+  assert fused == tff
+  for key in tff:  # the same byte counts, under the same names
+    if 'bytes' in key or key.endswith(('num_clients', 'compression_ratio')):
+      assert fused_row[key] == tff_row[key], key
+  assert topk == tff
+  assert float(topk_row['aggregator/compression_ratio']) > 1.0  # top-k's figures, same names
+  assert topk_row['aggregator/upload_bytes_per_client'] == topk_row['upload_bytes_per_client']
+
+
+def test_evaluation_shows_progress_per_chunk(tmp_path, monkeypatch):
+  from tff_lab.evaluation import federated  # pylint: disable=g-import-not-at-top
+  bars = []
+  real_tqdm = loop.tqdm.tqdm
+
+  class Recording(real_tqdm):
+
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      self.updates, self.options = [], kwargs
+      bars.append(self)
+
+    def update(self, n=1):
+      self.updates.append(n)
+      return super().update(n)
+
+  monkeypatch.setattr(loop.tqdm, 'tqdm', Recording)
+  monkeypatch.setattr(federated, 'CHUNK_CLIENTS', 3)
+  loop.run_experiment(config_lib.ExperimentConfig(
+      task='seed_linear', task_options={'num_clients': 7}, rounds=2, clients_per_round=2,
+      eval_every=2, root_output_dir=str(tmp_path), experiment_name='e', progress=True))
+  evaluation = [b for b in bars if b.options.get('unit') == 'client']
+  assert len(evaluation) == 1  # round 2's evaluation
+  assert evaluation[0].updates == [3, 3, 1]  # one update per chunk of test clients
+  assert evaluation[0].options['disable'] is False  # with --noprogress: True, as the round bar

@@ -3,13 +3,15 @@
 - A damaged (truncated, overwritten) newest checkpoint: the run falls back to the newest good one
   with one warning line and ends bit-identical to an uninterrupted run, one CSV row per round.
 - A run interrupted after a checkpoint, then resumed (with and without DP): each round holds
-  exactly one TensorBoard value per tag, the one metrics.csv holds.
+  exactly one TensorBoard value per tag, the one metrics.csv holds, and metrics.jsonl holds
+  metrics.csv's rows (also after a kill between a round's CSV row and its JSON line).
 - A config.json that does not parse, or a seed NumPy cannot take: one line, exit 2, before any
   TFF tracing, and nothing in the directory is lost.
 """
 
 import csv
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -174,6 +176,7 @@ def test_resume_rewrites_tensorboard_to_one_value_per_round(tmp_path, monkeypatc
       assert values[(tag, step)] == v, (tag, step)
   if dp:
     assert ('dp_epsilon', ROUNDS) in values
+  _assert_jsonl_equals_csv(exp_dir)
 
 
 @pytest.fixture
@@ -237,3 +240,45 @@ def test_binary_says_in_one_line_which_checkpoint_it_skipped(tmp_path):
   assert len(lines) == 1, result.stderr
   assert 'ckpt_000002.npz' in lines[0] and 'resuming from round 1' in lines[0]
   assert [r['round'] for r in _rows(str(tmp_path / 'e'))] == ['1', '2']
+
+
+def _jsonl(exp_dir):
+  with open(os.path.join(exp_dir, 'metrics.jsonl'), encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
+
+
+def _assert_jsonl_equals_csv(exp_dir):
+  """metrics.jsonl holds metrics.csv's rows, one per round: each row's non-empty cells, typed."""
+  rows, objects = _rows(exp_dir), _jsonl(exp_dir)
+  assert [o['round'] for o in objects] == list(range(1, ROUNDS + 1))
+  for row, obj in zip(rows, objects):
+    cells = {k: v for k, v in row.items() if v != ''}
+    assert {k: repr(v) if isinstance(v, float) else str(v) for k, v in obj.items()} == cells
+  assert all(type(o['round']) is int for o in objects)  # pylint: disable=unidiomatic-typecheck
+  assert any(isinstance(v, float) for v in objects[-1].values())  # numbers, not CSV text
+
+
+def test_resume_after_a_kill_between_csv_and_jsonl_keeps_them_equal(tmp_path, monkeypatch):
+  """Killed between round 3's CSV row and its JSON line (last checkpoint: round 2): the resumed
+  run's metrics.jsonl holds metrics.csv's rows, one per round."""
+  real = writers.json_row
+
+  def json_row(row):
+    if row.get('round') == '3':
+      raise _Killed()
+    return real(row)
+
+  with monkeypatch.context() as m:
+    m.setattr(writers, 'json_row', json_row)
+    with pytest.raises(_Killed):
+      loop.run_experiment(_config(tmp_path, 'e', checkpoint_every=2))
+  exp_dir = str(tmp_path / 'e')
+  assert [r['round'] for r in _rows(exp_dir)] == ['1', '2', '3']
+  assert [o['round'] for o in _jsonl(exp_dir)] == [1, 2]
+  summary = loop.run_experiment(_config(tmp_path, 'e', checkpoint_every=2))
+  assert summary['resumed_from_round'] == 2
+  assert 'metrics.jsonl' in summary['files']
+  _assert_jsonl_equals_csv(exp_dir)
+  objects = _jsonl(exp_dir)
+  assert isinstance(objects[-1]['train_examples'], int)
+  assert 'fed_eval_accuracy' in objects[1] and 'fed_eval_accuracy' not in objects[0]

@@ -7,9 +7,13 @@ client" view used by q-FFL, Li et al. ICLR 2020, arXiv:1905.10497), and a histog
 accuracy over `NUM_BINS` equal bins of [0, 1]. The 10th and 90th percentiles are read off that
 histogram, so they are exact to within 1/NUM_BINS while no single client's accuracy reaches the
 server.
+
+`evaluate_federated` runs the computation on `CHUNK_CLIENTS` clients at a time and adds the sums
+up, calling back after each chunk: the training loop's evaluation bar (tff_lab.training.loop).
 """
 
 import collections
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -121,10 +125,47 @@ def summarize(sums) -> 'collections.OrderedDict[str, float]':
       num_clients=int(clients), num_examples=int(n))
 
 
-def evaluate_federated(task: task_lib.Task, weights, computation=None, client_ids=None
+# Test clients per call of the federated computation: each call's sums are added up, so the
+# result does not depend on it, and a caller hears of progress after each chunk.
+CHUNK_CLIENTS = 64
+
+
+def evaluate_federated(task: task_lib.Task, weights, computation=None, client_ids=None,
+                       chunk_clients: Optional[int] = None,
+                       progress: Optional[Callable[[int], None]] = None
                        ) -> 'collections.OrderedDict[str, float]':
-  """Runs federated evaluation of `weights` on the task's test clients (all, or `client_ids`)."""
+  """Runs federated evaluation of `weights` on the task's test clients (all, or `client_ids`).
+
+  The clients are evaluated `chunk_clients` at a time (one call of the computation each; every
+  result is a sum, so the chunks' results are added up), which lets a long evaluation show its
+  progress.
+
+  Args:
+    task: The task.
+    weights: The model's `tff.learning.models.ModelWeights`.
+    computation: `build_federated_evaluation(task)`, built once by callers that evaluate often.
+    client_ids: The test clients to evaluate (default: all).
+    chunk_clients: Clients per call of the computation (default `CHUNK_CLIENTS`).
+    progress: Called after each chunk with the number of clients it evaluated.
+
+  Raises:
+    ValueError: If `chunk_clients` is not a positive integer.
+  """
+  chunk_clients = CHUNK_CLIENTS if chunk_clients is None else chunk_clients
+  if isinstance(chunk_clients, bool) or not isinstance(chunk_clients, int) or chunk_clients < 1:
+    raise ValueError(f'chunk_clients must be a positive integer, got {chunk_clients!r}')
   computation = computation or build_federated_evaluation(task)
-  ids = client_ids if client_ids is not None else task.test_data.client_ids
-  datasets = [task.preprocess_eval(task.test_data.create_tf_dataset_for_client(c)) for c in ids]
-  return summarize(computation(weights, datasets))
+  ids = list(client_ids if client_ids is not None else task.test_data.client_ids)
+  total = None
+  for start in range(0, max(len(ids), 1), chunk_clients):
+    chunk = ids[start:start + chunk_clients]
+    datasets = [task.preprocess_eval(task.test_data.create_tf_dataset_for_client(c))
+                for c in chunk]
+    sums = computation(weights, datasets)
+    # Added up in float64 (each chunk's sums are TFF's float32).
+    sums = collections.OrderedDict((k, np.asarray(v, np.float64)) for k, v in sums.items())
+    total = sums if total is None else collections.OrderedDict(
+        (k, total[k] + v) for k, v in sums.items())
+    if progress is not None:
+      progress(len(chunk))
+  return summarize(total)

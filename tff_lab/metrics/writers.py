@@ -1,4 +1,4 @@
-"""Where round metrics go: metrics.csv (one row per round) and TensorBoard.
+"""Where round metrics go: metrics.csv (one row per round), metrics.jsonl and TensorBoard.
 
 The CSV is the record a researcher loads into pandas. It is append-only during a run (flushed
 every row), and `truncate_after(round)` rewrites it atomically on resume so that rows written
@@ -6,11 +6,20 @@ after the last checkpoint (or half-written by a kill) are dropped before those r
 a resumed run ends with exactly one row per round. A metric that first appears in a later round
 (e.g. evaluation columns) extends the header by rewriting the file.
 
+With `jsonl_path`, each CSV row is also streamed as one JSON object per line (metrics.jsonl, for
+`tail -f | jq` and readers that should not re-parse a growing CSV): `round` and the row's
+non-empty cells, each value read back from its CSV text (int, float, bool or string), so the two
+files hold the same rows. It is appended and flushed right after the CSV row, and
+`truncate_after` rebuilds it from the CSV rows it keeps, so after a resume neither file has a
+lost or a duplicated round. A non-finite float (CSV `inf`; NaN is an empty cell) is written as
+its CSV text, a string: JSON has no such numbers.
+
 TensorBoard's event files are truncated the same way on resume (`TensorBoardWriter(resume_at=)`,
 `truncate_event_files`), so each round keeps exactly one value per tag.
 """
 
 import csv
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -27,11 +36,35 @@ def _fmt(value: Any) -> str:
   return str(value)
 
 
-class CSVMetricsWriter:
-  """Appends one row per round to a CSV file whose first column is `round`."""
+def _parse(text: str) -> Any:
+  """A CSV cell as the value it was written from (`_fmt`'s inverse for ints, floats and bools)."""
+  for kind in (int, float):
+    try:
+      value = kind(text)
+    except ValueError:
+      continue
+    return value if math.isfinite(value) else text
+  return {'True': True, 'False': False}.get(text, text)
 
-  def __init__(self, path: str):
+
+def json_row(row: Mapping[str, str]) -> 'dict[str, Any]':
+  """The metrics.jsonl object of one metrics.csv row (a `csv.DictReader` row): `round` and the
+  non-empty cells, parsed."""
+  return {k: _parse(v) for k, v in row.items() if k is not None and isinstance(v, str) and v}
+
+
+class CSVMetricsWriter:
+  """Appends one row per round to a CSV file whose first column is `round`.
+
+  Args:
+    path: The CSV file.
+    jsonl_path: If given, the same rows are streamed to this JSON Lines file (`json_row`) and
+      truncated with the CSV.
+  """
+
+  def __init__(self, path: str, jsonl_path: Optional[str] = None):
     self.path = path
+    self.jsonl_path = jsonl_path
     self._fields: list[str] = []
     if os.path.exists(path):
       self._fields = self._read()[0]
@@ -63,12 +96,27 @@ class CSVMetricsWriter:
     os.replace(tmp, self.path)
     self._fields = fields
 
+  def _rewrite_jsonl(self, rows: list[Mapping[str, str]]) -> None:
+    tmp = self.jsonl_path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      for row in rows:
+        f.write(json.dumps(json_row(row)) + '\n')
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, self.jsonl_path)
+
   def truncate_after(self, round_num: int) -> None:
-    """Keeps only rows with round <= round_num (and drops any partial last line)."""
+    """Keeps only rows with round <= round_num (and drops any partial last line); metrics.jsonl
+    is rebuilt from the kept rows (emptied when there is no CSV yet)."""
     if not os.path.exists(self.path):
+      if self.jsonl_path and os.path.exists(self.jsonl_path):
+        self._rewrite_jsonl([])
       return
     fields, rows = self._read()
-    self._rewrite(fields or ['round'], [r for r in rows if int(r['round']) <= round_num])
+    kept = [r for r in rows if int(r['round']) <= round_num]
+    self._rewrite(fields or ['round'], kept)
+    if self.jsonl_path:
+      self._rewrite_jsonl([{k: r.get(k, '') for k in self._fields} for r in kept])
 
   def write(self, round_num: int, metrics: Mapping[str, Any]) -> None:
     row = {'round': round_num, **{k: _fmt(v) for k, v in metrics.items()}}
@@ -77,10 +125,14 @@ class CSVMetricsWriter:
       old_rows = self.rows() if os.path.exists(self.path) else []
       self._rewrite((self._fields or ['round']) + [k for k in new_fields if k != 'round'],
                     old_rows)
+    cells = {k: row.get(k, '') for k in self._fields}
     with open(self.path, 'a', newline='') as f:
-      csv.DictWriter(f, fieldnames=self._fields).writerow(
-          {k: row.get(k, '') for k in self._fields})
+      csv.DictWriter(f, fieldnames=self._fields).writerow(cells)
       f.flush()
+    if self.jsonl_path:
+      with open(self.jsonl_path, 'a', encoding='utf-8') as f:
+        f.write(json.dumps(json_row({k: str(v) for k, v in cells.items()})) + '\n')
+        f.flush()
 
 
 def _event_files(logdir: str) -> list[str]:

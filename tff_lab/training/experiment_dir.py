@@ -448,9 +448,9 @@ class RunRecord:
         final_metrics=collections.OrderedDict(self.final_metrics))
     if self.privacy is not None:
       summary['privacy'] = self.privacy
-    summary['files'] = [METRICS_FILENAME, 'tensorboard/', 'curves.png', SUMMARY_FILENAME,
-                        HISTORY_FILENAME, 'final_model.keras', 'checkpoints/', CONFIG_FILENAME,
-                        CONFIG_FILE_FILENAME,
+    summary['files'] = [METRICS_FILENAME, 'metrics.jsonl', 'tensorboard/', 'curves.png',
+                        SUMMARY_FILENAME, HISTORY_FILENAME, 'final_model.keras', 'checkpoints/',
+                        CONFIG_FILENAME, CONFIG_FILE_FILENAME,
                         *self.files]
     _write_json(self._summary_path, summary)
     return summary

@@ -14,8 +14,9 @@
   5. each round: make its plan (`tff_lab.simulation.plan.RoundPlanner`: sampled clients, fault
      roles, data plans), run it (`runner.next(state, plan)`), journal a DP release
      (`tff_lab.training.release`), stop on a non-finite loss, evaluate every `eval_every`
-     rounds, write what may be released to metrics.csv and TensorBoard, checkpoint every
-     `checkpoint_every` rounds, and rewrite summary.json to agree with metrics.csv;
+     rounds (with its own progress bar), write what may be released to metrics.csv, metrics.jsonl
+     and TensorBoard, checkpoint every `checkpoint_every` rounds, and rewrite summary.json to
+     agree with metrics.csv;
   6. write curves.png, final_model.keras, summary.json (with its `privacy` section under DP) and
      how the invocation ended (history.jsonl; also when it stops with an exception).
 
@@ -183,10 +184,36 @@ _COMMUNICATION = ('upload_bytes_per_client', 'download_bytes_per_client',
                   'float32_upload_bytes_per_client', 'compression_ratio')
 
 
+# The aggregation layers that nest their inner factory's measurements under their own name:
+# clipping (`tff.aggregators.clipping_factory`), the mean's value sum (`MeanFactory`), DP
+# (`DifferentiallyPrivateFactory`'s record aggregation).
+_NESTING = ('clipping', 'mean_value', 'dp')
+
+
+def normalize_aggregator_names(flat: dict) -> dict:
+  """`flat` with the `_NESTING` path parts dropped from `aggregator/...` names, so that a
+  measurement has one name whatever the stack around it (e.g. `aggregator/upload_bytes_per_client`
+  with or without `--compression`, `--clip_norm` or `--dp`, as the in-graph backends name it).
+
+  Only whole inner parts are dropped (`aggregator/clipping_norm` and `aggregator/dp_query_metrics/`
+  stay). Should two measurements get the same name, both keep their TFF paths.
+  """
+  def short(name):
+    parts = name.split('/')
+    if parts[0] != 'aggregator' or len(parts) < 3:
+      return name
+    return '/'.join([parts[0]] + [p for p in parts[1:-1] if p not in _NESTING] + [parts[-1]])
+
+  names = collections.Counter(short(k) for k in flat)
+  return {(short(k) if names[short(k)] == 1 else k): v for k, v in flat.items()}
+
+
 def round_metrics(process_metrics: Any) -> 'collections.OrderedDict[str, Any]':
-  """Names the main training metrics and keeps every other scalar under its TFF path."""
+  """Names the main training metrics and keeps every other scalar under its TFF path (with the
+  aggregator's nesting dropped: `normalize_aggregator_names`)."""
   flat = {}
   _flatten('', process_metrics, flat)
+  flat = normalize_aggregator_names(flat)
   named = collections.OrderedDict()
   for short, path in (('train_loss', 'client_work/train/loss'),
                       ('train_accuracy', 'client_work/train/accuracy'),
@@ -254,10 +281,16 @@ def _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store=N
   return state, 0
 
 
-def _evaluate(task, weights, fed_eval, keras_model) -> 'collections.OrderedDict[str, Any]':
+def _evaluate(task, weights, fed_eval, keras_model, show_progress: bool = False
+              ) -> 'collections.OrderedDict[str, Any]':
+  """Federated then centralised evaluation; the federated one has its own progress bar (test
+  clients evaluated, one update per chunk of `federated.CHUNK_CLIENTS`), off with --noprogress."""
   out = collections.OrderedDict()
-  for k, v in federated.evaluate_federated(task, weights, fed_eval).items():
-    out[f'fed_eval_{k}'] = v
+  with tqdm.tqdm(total=len(task.test_data.client_ids), desc='evaluation', unit='client',
+                 leave=False, disable=not show_progress, dynamic_ncols=True) as bar:
+    for k, v in federated.evaluate_federated(task, weights, fed_eval,
+                                             progress=bar.update).items():
+      out[f'fed_eval_{k}'] = v
   for k, v in centralized.evaluate_centralized(task, weights, keras_model).items():
     out[f'central_eval_{k}'] = v
   return out
@@ -453,7 +486,8 @@ def _train(config, task, model_aggregator, record: experiment_dir.RunRecord,
   """Builds the run (TFF tracing), restores it, trains the remaining rounds, writes the outputs."""
   exp_dir = config.experiment_dir
   ckpt_dir = os.path.join(exp_dir, 'checkpoints')
-  csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'))
+  csv_writer = writers.CSVMetricsWriter(os.path.join(exp_dir, 'metrics.csv'),
+                                        os.path.join(exp_dir, 'metrics.jsonl'))
   run = _build_run(config, task, model_aggregator)
   state, start_round = _restore_or_init(run.process, task, config, ckpt_dir, csv_writer,
                                         run.client_store, run.report, runner=run.runner)
@@ -505,7 +539,7 @@ def _finish_round(config, task, run: _Run, state, round_num: int, metrics, relea
   if run.fed_eval is not None and (round_num % config.eval_every == 0
                                    or round_num == config.rounds):
     weights = run.process.get_model_weights(state)
-    metrics.update(_evaluate(task, weights, run.fed_eval, run.keras_model))
+    metrics.update(_evaluate(task, weights, run.fed_eval, run.keras_model, config.progress))
     metrics.update(run.report.evaluate(weights, run.personal))
   metrics = release.apply(metrics)  # what may leave the process (all of it without DP)
   csv_writer, tb_writer = metric_writers
