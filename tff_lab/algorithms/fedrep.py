@@ -37,13 +37,15 @@ update, contributes nothing and keeps its head.
 Scope: the `tff` backend; client SGD; the plain mean (no clipping, DP, robust rules, compression
 or secure aggregation); no update attacks; trainable weights only (non-trainable ones, e.g.
 batch-norm statistics, are the global model's). The rest is refused before tracing (`check`).
+FedBN (`tff_lab.algorithms.fedbn`) runs these rounds as FedPer's, with the batch-norm layers'
+variables, non-trainable ones included, as the personal part (`masks`).
 """
 
 import collections
 import dataclasses
 import functools
 import json
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import attrs
 import numpy as np
@@ -125,14 +127,21 @@ def initial_store(task: task_lib.Task) -> client_store_lib.ClientStore:
 
 def personal_model_weights(global_weights: tff.learning.models.ModelWeights,
                            store: client_store_lib.ClientStore, client_id: str,
-                           mask: Sequence[bool]) -> tff.learning.models.ModelWeights:
-  """Client `client_id`'s model: the global body and its head (the global one if never sampled)."""
+                           mask: Sequence[bool], non_trainable_mask: Sequence[bool] = ()
+                           ) -> tff.learning.models.ModelWeights:
+  """Client `client_id`'s model: the global body and its head (the global one if never sampled).
+
+  The head is the trainable variables `mask` selects, then the non-trainable ones
+  `non_trainable_mask` selects (none by default), in that order.
+  """
   if client_id not in store:
     return global_weights
   head = iter(store.get(client_id)[STATE])
   trainable = [next(head) if in_head else w for w, in_head in zip(global_weights.trainable, mask)]
-  return tff.learning.models.ModelWeights(trainable=trainable,
-                                          non_trainable=list(global_weights.non_trainable))
+  non_trainable = list(global_weights.non_trainable)
+  for i, in_head in enumerate(non_trainable_mask):
+    non_trainable[i] = next(head) if in_head else non_trainable[i]
+  return tff.learning.models.ModelWeights(trainable=trainable, non_trainable=non_trainable)
 
 
 def _sgd(model, variables, trainable, data, learning_rate, kind):
@@ -157,12 +166,14 @@ def _sgd(model, variables, trainable, data, learning_rate, kind):
 
 
 def build_client_phase(task: task_lib.Task, learning_rate: float, mask: Sequence[bool],
-                       variant: str):
+                       variant: str, non_trainable_mask: Sequence[bool] = ()):
   """The round's client phase: `(weights, [OrderedDict(head_data=, data=, head=)]) -> list`.
 
   Per client: `OrderedDict(delta=φᵗ − φ (0 for the head's variables), head=new head,
   num_examples, num_steps, loss_sum, correct)` of its body phase (FedPer: its joint phase), in
-  the clients' order. `head_data` is only read by FedRep's head phase.
+  the clients' order. `head_data` is only read by FedRep's head phase. The head is the trainable
+  variables `mask` selects, then the non-trainable ones `non_trainable_mask` selects (none by
+  default; their values are the client's, e.g. batch-norm statistics its training updates).
   """
   if variant not in VARIANTS:
     raise ValueError(f'variant must be one of {VARIANTS}, got {variant!r}')
@@ -170,13 +181,14 @@ def build_client_phase(task: task_lib.Task, learning_rate: float, mask: Sequence
     model = task.tff_model_fn()
   weights_type = tff.learning.models.weights_type_from_model(model)
   dataset_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
-  head_type = [t for t, in_head in zip(weights_type.trainable, mask) if in_head]
+  head_type = ([t for t, in_head in zip(weights_type.trainable, mask) if in_head]
+               + [t for t, p in zip(weights_type.non_trainable, non_trainable_mask) if p])
   input_type = tff.StructWithPythonType(
       [('head_data', dataset_type), ('data', dataset_type), ('head', head_type)],
       collections.OrderedDict)
   learning_rate = float(learning_rate)
   kind = task.prediction_kind
-  mask = list(mask)
+  mask, non_trainable_mask = list(mask), list(non_trainable_mask)
 
   @tff.tensorflow.computation(weights_type, input_type)
   def client_update(global_weights, client_input):
@@ -190,7 +202,9 @@ def build_client_phase(task: task_lib.Task, learning_rate: float, mask: Sequence
       anchor = list(tf.nest.flatten(global_weights.trainable))
       head_vars = [v for v, in_head in zip(trainable, mask) if in_head]
       body_vars = [v for v, in_head in zip(trainable, mask) if not in_head]
-      for var, value in zip(head_vars, tf.nest.flatten(head)):
+      personal = head_vars + [v for v, p in zip(tf.nest.flatten(weights.non_trainable),
+                                                non_trainable_mask) if p]
+      for var, value in zip(personal, tf.nest.flatten(head)):
         var.assign(value)
       if variant == 'fedrep':
         _sgd(model, head_vars, trainable, head_data, learning_rate, kind)  # body fixed
@@ -200,7 +214,7 @@ def build_client_phase(task: task_lib.Task, learning_rate: float, mask: Sequence
       delta = [tf.zeros_like(a) if in_head else a - v
                for a, v, in_head in zip(anchor, trainable, mask)]
       return collections.OrderedDict(
-          delta=delta, head=[tf.identity(v) for v in head_vars], num_examples=totals[0],
+          delta=delta, head=[tf.identity(v) for v in personal], num_examples=totals[0],
           num_steps=totals[1], loss_sum=totals[2], correct=totals[3])
 
     return update(global_weights, client_input['head_data'], client_input['data'],
@@ -220,7 +234,8 @@ class FedRepRounds:
   def __init__(self, task: task_lib.Task, client_learning_rate: float,
                server_optimizer: tff.learning.optimizers.Optimizer,
                store: client_store_lib.ClientStore, variant: str = 'fedrep',
-               head_layers: int = 1, head_layer_name: str = '', head_epochs: int = 1):
+               head_layers: int = 1, head_layer_name: str = '', head_epochs: int = 1,
+               masks: Optional[tuple[Sequence[bool], Sequence[bool]]] = None, name: str = ''):
     """Builds the round's TFF computation (tracing).
 
     Args:
@@ -231,16 +246,23 @@ class FedRepRounds:
       variant: `fedrep` (head, then body; uniform mean) or `fedper` (jointly; weighted mean).
       head_layers / head_layer_name: The split (see the module docstring).
       head_epochs: FedRep's τ_h, epochs of the head phase (FedPer ignores it).
+      masks: `(trainable, non_trainable)` masks of the personal variables, instead of the head
+        split (FedBN's batch-norm variables).
+      name: The round metrics' name (default: the variant).
     """
     if variant not in VARIANTS:
       raise ValueError(f'variant must be one of {VARIANTS}, got {variant!r}')
     if variant == 'fedrep' and not (isinstance(head_epochs, int) and head_epochs >= 1):
       raise ValueError(f'fedrep_head_epochs must be an integer >= 1, got {head_epochs!r}')
-    self.mask = head_mask(canonical_model(task), head_layers, head_layer_name)
+    self.mask, self.non_trainable_mask = (
+        (list(masks[0]), list(masks[1])) if masks is not None
+        else (head_mask(canonical_model(task), head_layers, head_layer_name), []))
     self.variant = variant
+    self._name = name or variant
     self._server_optimizer = server_optimizer
     self.store = store
-    self._client_phase = build_client_phase(task, client_learning_rate, self.mask, variant)
+    self._client_phase = build_client_phase(task, client_learning_rate, self.mask, variant,
+                                            self.non_trainable_mask)
     self._datasets = plan_lib.PlanDatasets(task)
     self._head_epochs = head_epochs if variant == 'fedrep' else 1
 
@@ -251,15 +273,18 @@ class FedRepRounds:
         dataclasses.replace(c, train_spec=attrs.evolve(c.train_spec, num_epochs=self._head_epochs))
         for c in plan.clients))
 
-  def _head(self, global_trainable, client_id):
+  def _head(self, global_weights, client_id):
     if client_id in self.store:
       return self.store.get(client_id)[STATE]
-    return [w for w, in_head in zip(global_trainable, self.mask) if in_head]
+    return ([np.asarray(w) for w, p in zip(global_weights.trainable, self.mask) if p]
+            + [np.asarray(w) for w, p in zip(global_weights.non_trainable,
+                                             self.non_trainable_mask) if p])
 
   def next(self, state: Any, plan) -> tff.learning.templates.LearningProcessOutput:
     """One round on the plan's reporting clients (see the module docstring)."""
     global_trainable = [np.asarray(w) for w in state.global_model_weights.trainable]
-    inputs = [collections.OrderedDict(head_data=hd, data=d, head=self._head(global_trainable, c))
+    inputs = [collections.OrderedDict(head_data=hd, data=d,
+                                      head=self._head(state.global_model_weights, c))
               for c, hd, d in zip(plan.client_ids, self._datasets(self._head_plan(plan)),
                                   self._datasets(plan))]
     results = self._client_phase(state.global_model_weights, inputs)
@@ -286,11 +311,12 @@ class FedRepRounds:
     return server_lib.round_output(
         new_state, non_finite, server_lib.train_metrics(*totals), collections.OrderedDict(
             contributing_clients=len(deltas), clients_with_state=len(self.store),
-            head_variables=int(sum(self.mask))), name=self.variant)
+            head_variables=int(sum(self.mask) + sum(self.non_trainable_mask))), name=self._name)
 
   def personal_model_weights(self, global_weights, client_id: str):
     """Client `client_id`'s model: the global body and its head (`personal_model_weights`)."""
-    return personal_model_weights(global_weights, self.store, client_id, self.mask)
+    return personal_model_weights(global_weights, self.store, client_id, self.mask,
+                                  self.non_trainable_mask)
 
   def close(self) -> None:
     pass

@@ -14,6 +14,7 @@ from tff_lab.algorithms import afl
 from tff_lab.algorithms import apfl
 from tff_lab.algorithms import ditto
 from tff_lab.algorithms import fedavg
+from tff_lab.algorithms import fedbn
 from tff_lab.algorithms import feddyn
 from tff_lab.algorithms import fednova
 from tff_lab.algorithms import fedprox
@@ -34,6 +35,7 @@ spec_lib.register(fedrep.FEDPER)
 spec_lib.register(qffl.SPEC)
 spec_lib.register(afl.SPEC)
 spec_lib.register(apfl.SPEC)
+spec_lib.register(fedbn.SPEC)
 
 # The built-in algorithms; `spec.names()` also lists those registered later.
 ALGORITHMS = spec_lib.names()

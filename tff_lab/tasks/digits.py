@@ -3,7 +3,8 @@
 Partitions (`tff_lab.data.partition`): `iid`; `dirichlet` label skew with concentration α
 (Hsu et al. 2019, arXiv:1909.06335); `shards`, McMahan et al. 2017's pathological split with k
 label-sorted shards per client (arXiv:1602.05629). Each client's examples are then split into its
-own train and test sets. Models: McMahan et al.'s 2NN on the 64 pixels, or their CNN on 8×8×1.
+own train and test sets. Models: McMahan et al.'s 2NN on the 64 pixels, or their CNN on 8×8×1
+(`cnn_bn`: with batch normalisation, for `--algorithm=fedbn`).
 """
 
 import functools
@@ -18,7 +19,7 @@ from tff_lab.data import partition as partition_lib
 from tff_lab.tasks import task as task_lib
 
 PARTITIONS = ('iid', 'dirichlet', 'shards')
-MODELS = ('mlp', 'cnn')
+MODELS = ('mlp', 'cnn', 'cnn_bn')
 
 
 def build_digits_task(num_clients: int = 20, partition: str = 'dirichlet', alpha: float = 0.5,
@@ -31,7 +32,7 @@ def build_digits_task(num_clients: int = 20, partition: str = 'dirichlet', alpha
     partition: `iid`, `dirichlet` or `shards`.
     alpha: Dirichlet concentration (partition=dirichlet); smaller is more skewed.
     shards_per_client: Label-sorted shards per client (partition=shards).
-    model: `mlp` (the 2NN) or `cnn`.
+    model: `mlp` (the 2NN), `cnn` or `cnn_bn` (the CNN with batch normalisation).
     test_fraction: Fraction of each client's examples held out for evaluation.
     seed: Partition seed.
   """
@@ -47,7 +48,8 @@ def build_digits_task(num_clients: int = 20, partition: str = 'dirichlet', alpha
   if model == 'mlp':
     model_fn = functools.partial(models.build_2nn, input_shape=(8, 8, 1), num_classes=10)
   else:
-    model_fn = functools.partial(models.build_cnn, input_shape=(8, 8, 1), num_classes=10)
+    builder = models.build_cnn_bn if model == 'cnn_bn' else models.build_cnn
+    model_fn = functools.partial(builder, input_shape=(8, 8, 1), num_classes=10)
   detail = {'iid': 'IID', 'dirichlet': f'Dirichlet(alpha={alpha:g})',
             'shards': f'{shards_per_client} shards/client'}[partition]
   return task_lib.Task(

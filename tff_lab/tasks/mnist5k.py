@@ -21,7 +21,7 @@ from tff_lab.data import partition as partition_lib
 from tff_lab.tasks import task as task_lib
 
 PARTITIONS = ('iid', 'shards')
-MODELS = ('2nn', 'cnn')
+MODELS = ('2nn', 'cnn', 'cnn_bn')
 
 
 def build_mnist5k_task(num_clients: int = 100, partition: str = 'shards',
@@ -33,7 +33,7 @@ def build_mnist5k_task(num_clients: int = 100, partition: str = 'shards',
     num_clients: Number of clients.
     partition: `iid` (equal random split) or `shards` (McMahan et al.'s pathological split).
     shards_per_client: Label-sorted shards per client (partition=shards).
-    model: `2nn` or `cnn`.
+    model: `2nn`, `cnn` or `cnn_bn` (the CNN with batch normalisation).
     test_fraction: Fraction of each client's examples held out for evaluation.
     seed: Partition and split seed.
   """
@@ -46,7 +46,8 @@ def build_mnist5k_task(num_clients: int = 100, partition: str = 'shards',
   parts = partition_lib.partition_labels(partition, y, num_clients, seed,
                                          shards_per_client=shards_per_client, min_size=2)
   train, test = client_data.split_clients(x, y, parts, test_fraction, seed)
-  builder = models.build_2nn if model == '2nn' else models.build_cnn
+  builder = {'2nn': models.build_2nn, 'cnn': models.build_cnn,
+             'cnn_bn': models.build_cnn_bn}[model]
   detail = 'IID' if partition == 'iid' else f'{shards_per_client} shards/client'
   return task_lib.Task(
       name='mnist5k', train_data=client_data.from_arrays(train),
