@@ -18,27 +18,43 @@ _SERIES = (
 )
 
 
+# Per series: line style and marker, so that curves that coincide (federated and centralised
+# evaluation do when the test clients pool to the centralised test set) stay distinguishable.
+_STYLES = {'train': ('-', 'o'), 'fed_eval': ('-', 's'), 'central_eval': ('--', 'x'),
+           'pct': (':', None)}
+
+
+def _style(column: str) -> tuple[str, str]:
+  if column.startswith('fed_eval_client'):
+    return _STYLES['pct']
+  return next(v for k, v in _STYLES.items() if column.startswith(k))
+
+
 def plot_curves(csv_path: str, png_path: str, title: str = '') -> None:
-  """Plots the loss and accuracy columns present in `csv_path` into `png_path`."""
+  """Plots the loss and accuracy columns present in `csv_path` into `png_path`.
+
+  Each subplot's legend sits below it, outside the data; coinciding series differ in line style
+  and marker (centralised evaluation dashed with crosses over federated evaluation's squares).
+  """
   with open(csv_path, newline='') as f:
     rows = list(csv.DictReader(f))
-  fig = figure.Figure(figsize=(11, 4))
+  fig = figure.Figure(figsize=(11, 5))
   axes = fig.subplots(1, 2)
   for ax, (ylabel, series) in zip(axes, _SERIES):
     for column, label in series:
       points = [(int(r['round']), float(r[column])) for r in rows if r.get(column)]
       if points:
         xs, ys = zip(*points)
-        # Federated and centralised evaluation coincide when the test clients pool to the
-        # centralised test set; draw the latter dashed so both stay visible.
-        style = ':' if 'pct' in label else '--' if column.startswith('central') else '-'
-        ax.plot(xs, ys, style, marker='.' if len(xs) < 30 else None, label=label)
+        line, marker = _style(column)
+        ax.plot(xs, ys, line, marker=marker if len(xs) < 30 else None, markerfacecolor='none',
+                label=label)
     ax.set_xlabel('round')
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if ax.lines:
-      ax.legend(fontsize=8)
+      ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=2,
+                frameon=False)
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(png_path, dpi=100)
+  fig.savefig(png_path, dpi=100, bbox_inches='tight')
