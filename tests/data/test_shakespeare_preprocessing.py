@@ -95,3 +95,12 @@ def test_equals_tff_preprocessing():
 def test_invalid_arguments(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_id_names_read_each_target_id_as_its_character():
+  names = pp.id_names(pp.LEAF_VOCAB)
+  ids = pp.to_ids(['to be'], pp.LEAF_VOCAB, sequence_length=8)
+  _, oov, bos, eos = pp.special_tokens(pp.LEAF_VOCAB)
+  assert ''.join(names[i] for i in ids if i not in (pp.PAD, bos, eos)) == 'to␣be'
+  assert (names[oov], names[bos], names[eos]) == ('<oov>', '<bos>', '<eos>')
+  assert len(names) == pp.num_ids(pp.LEAF_VOCAB) - 1  # every id but padding

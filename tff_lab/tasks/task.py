@@ -12,7 +12,7 @@ preprocessing expressed by TFF's own `tff.simulation.baselines.ClientSpec`:
 import collections
 from collections.abc import Callable
 import dataclasses
-from typing import Optional
+from typing import Mapping, Optional
 
 import attrs
 import numpy as np
@@ -45,6 +45,8 @@ class Task:
       (`shakespeare_plays` does; `tokenize_each_round=True` selects this uncached path for
       comparison, BUILD.md "Speed of data").
     description: One line shown in logs and summaries.
+    label_names: How labels read, by label id, where the ids are not the labels themselves (the
+      characters of a next-character task); None: the ids (`tff-lab-data-stats` shows these).
   """
 
   name: str
@@ -59,6 +61,7 @@ class Task:
   eval_batch_size: int = 128
   description: str = ''
   example_preprocess: Optional[Callable[[tf.data.Dataset], tf.data.Dataset]] = None
+  label_names: Optional[Mapping[int, str]] = None
 
   def __post_init__(self):
     if self.prediction_kind not in accuracy_lib.KINDS:
