@@ -36,3 +36,7 @@ def test_the_readme_snippet_trains_what_it_shows(tmp_path):
     saved = json.load(f)
   assert saved['task_options']['model'] == 'mlp' and saved['task_options']['alpha'] == 0.5
   assert saved['rounds'] == 2 and os.path.exists(exp_dir / 'final_model.keras')
+  with open(exp_dir / 'final_model.json', encoding='utf-8') as f:
+    card = json.load(f)
+  assert card['input_shape'] == [8, 8, 1] and 'divided by 16' in card['input_preprocessing'][
+      'description']

@@ -16,6 +16,7 @@ import re
 import sys
 
 from absl import flags
+import numpy as np
 import pytest
 
 import tff_lab
@@ -354,3 +355,22 @@ def test_an_invocation_killed_without_a_word_is_closed_by_the_next(tmp_path):
   assert last['exit_code'] == 3 and last['error'] == 'NonFiniteLossError: round 3: loss is nan'
   assert summary['task'] == {'num_train_clients': 10}
   assert summary['wall_seconds'] == pytest.approx(first['wall_seconds'] + last['wall_seconds'])
+
+
+def test_the_model_card_says_how_raw_inputs_become_the_models(tmp_path):
+  """final_model.json's preprocessing, applied to the raw data, gives what the model was fed."""
+  from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
+  from tff_lab import tasks  # pylint: disable=g-import-not-at-top
+  task = tasks.create_task('breast_cancer_silos')
+  with open(experiment_dir.write_model_card(str(tmp_path), task), encoding='utf-8') as f:
+    card = json.load(f)
+  assert card['input_shape'] == [30] and card['input_dtype'] == 'float32'
+  raw = sk_datasets.load_breast_cancer().data.astype(np.float32)
+  standardised = (raw - np.array(card['input_preprocessing']['mean'], np.float32)) / np.array(
+      card['input_preprocessing']['std'], np.float32)
+  test_x = task.centralized_test_data[0]
+  nearest = [np.abs(standardised - row).max(axis=1).min() for row in test_x]
+  assert max(nearest) < 1e-4  # every test input is a raw example, standardised as the card says
+  digits = json.load(open(experiment_dir.write_model_card(
+      str(tmp_path), tasks.create_task('digits')), encoding='utf-8'))
+  assert digits['input_shape'] == [8, 8, 1] and '16' in digits['input_preprocessing']['description']

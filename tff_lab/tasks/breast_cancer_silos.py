@@ -78,5 +78,9 @@ def build_breast_cancer_silos_task(num_silos: int = 5, partition: str = 'dirichl
       test_data=client_data.from_arrays(test), centralized_test_data=client_data.pool(test),
       model_fn=functools.partial(models.build_logistic_regression, input_dim=NUM_FEATURES),
       loss_fn=tf.keras.losses.BinaryCrossentropy, prediction_kind='binary',
+      input_preprocessing={'description': 'the 30 sklearn breast-cancer features, standardised '
+                                          'as (x - mean) / std with the training silos\' pooled '
+                                          'mean and std below; output: P(malignant)',
+                           'mean': mean.tolist(), 'std': std.tolist()},
       description=f'breast cancer (sklearn), {num_silos} hospitals, {detail}, logistic '
                   'regression')

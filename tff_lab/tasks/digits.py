@@ -57,4 +57,6 @@ def build_digits_task(num_clients: int = 20, partition: str = 'dirichlet', alpha
       test_data=client_data.from_arrays(test), centralized_test_data=client_data.pool(test),
       model_fn=model_fn, loss_fn=tf.keras.losses.SparseCategoricalCrossentropy,
       prediction_kind='sparse_categorical',
+      input_preprocessing={'description': 'sklearn digits images (8x8, values 0-16) divided by 16: '
+                                          'float32 in [0, 1], shape (8, 8, 1)'},
       description=f'sklearn digits, {num_clients} clients, {detail}, {model}')

