@@ -10,6 +10,7 @@ import importlib
 PAPERS = {
     'seed_article': 'seed_article',
     'fedprox': 'fedprox',
+    'mcmahan2017': 'mcmahan2017',
 }
 
 
