@@ -19,6 +19,7 @@ setuptools.setup(
         'matplotlib',
         'ml-collections',
         'numpy',
+        'optuna',
         'scikit-learn',
         'tensorflow>=2.14,<2.15',
         'tensorflow-federated==0.87.0',
@@ -33,6 +34,7 @@ setuptools.setup(
             'tff-lab-data-stats=tff_lab.data_stats_cli:main',
             'tff-lab-reproduce=tff_lab.baselines.cli:run_app',
             'tff-lab-compare=tff_lab.compare_cli:main',
+            'tff-lab-tune=tff_lab.tuning.cli:main',
         ],
     },
 )

@@ -81,6 +81,9 @@ dp_flags = flags.FlagValues()
 dp_cli.define_flags(dp_flags)
 record('tff-lab-dp', dp_flags)
 
+from tff_lab.tuning import cli as tune_cli  # tff-lab-tune: its own FlagValues, too
+record('tff-lab-tune', tune_cli.define_flags())
+
 from tff_lab.runtime import worker_cli
 with mock.patch.object(argparse.ArgumentParser, 'parse_args', lambda self, *a, **k: self):
   parser = worker_cli._parse_args([])
@@ -141,11 +144,12 @@ def _unknown(mentions, defined):
 def test_every_flag_a_message_names_exists():
   defined = _defined_flags()
   assert set(defined) == {'tff-lab-run', 'tff-lab-compare', 'tff-lab-reproduce',
-                          'tff-lab-data-stats', 'run_grid.py', 'tff-lab-dp', 'tff-lab-worker'}
+                          'tff-lab-data-stats', 'run_grid.py', 'tff-lab-dp', 'tff-lab-worker',
+                          'tff-lab-tune'}
   names = {name for flag_list in defined.values() for name, _ in flag_list}
   # Each binary's own flags were collected (not only the shared registry's).
   assert {'dp', 'noise_multiplier', 'progress', 'task', 'target_epsilon', 'port', 'grid',
-          'heatmap_clients', 'claims', 'output'} <= names
+          'heatmap_clients', 'claims', 'output', 'n_trials'} <= names
   mentions = list(_mentions())
   unknown = _unknown(mentions, defined)
   assert not unknown, 'messages name flags no binary defines:\n' + '\n'.join(unknown)
