@@ -97,8 +97,9 @@ def test_pruning_reports_each_round_and_a_rerun_resumes(tmp_path, capsys):
   assert 'best: trial 0' in capsys.readouterr().out
   with open(study_dir / 'trials.csv') as f:
     rows = list(csv.DictReader(f))
-  assert [(r['state'], r['server_learning_rate'], r['rounds_run']) for r in rows] == [
-      ('COMPLETE', '0.3', '4'), ('PRUNED', '0.003', '2')]
+  assert [(r['state'], r['server_learning_rate'], r['rounds_run'], r['diverged'],
+           r['interrupted']) for r in rows] == [
+      ('COMPLETE', '0.3', '4', 'False', 'False'), ('PRUNED', '0.003', '2', 'False', 'False')]
   # The pruner saw every round's metric: the chunks resumed one experiment directory.
   import optuna  # pylint: disable=g-import-not-at-top
   storage = f'sqlite:///{study_dir}/study.db'

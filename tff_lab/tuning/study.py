@@ -64,7 +64,8 @@ reproducible from `seed` alone (trials finish in any order).
 **Outputs**, in the study directory, rewritten after each invocation:
   * `best_config.py`: the best trial's settings as a tff-lab-run config file
     (`tff-lab-run --config=<study_dir>/best_config.py` trains it anew in `runs/`);
-  * `trials.csv`: one row per trial (number, state, value, parameters, rounds run, directory);
+  * `trials.csv`: one row per trial (number, state, value, parameters, rounds run, diverged,
+    interrupted, the interrupted trial it resumes, duration, directory);
   * `history.png`: each trial's value and the best so far;
   * `importances.png`: the parameters' importances (Optuna's fANOVA), or a note when fewer than
     two trials completed.
@@ -701,6 +702,8 @@ def trial_rows(study, spec: StudySpec) -> list['collections.OrderedDict[str, Any
       row[name] = t.params.get(name)
     row['rounds_run'] = t.user_attrs.get('rounds_run')
     row['diverged'] = bool(t.user_attrs.get('diverged', False))
+    row['interrupted'] = bool(t.user_attrs.get('interrupted', False))
+    row['resumes_trial'] = t.user_attrs.get('resumes_trial')  # an interrupted one, in its dir
     row['duration_s'] = (round(t.duration.total_seconds(), 2) if t.duration else None)
     row['experiment_dir'] = t.user_attrs.get('experiment_dir')
     rows.append(row)
