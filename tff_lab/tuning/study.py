@@ -1,10 +1,11 @@
 """Hyperparameter search over tff-lab-run experiments, on Optuna (`tff-lab-tune`).
 
-Akiba et al., "Optuna: A Next-generation Hyperparameter Optimization Framework", KDD 2019: a
-study asks a sampler (TPE: Bergstra et al., NeurIPS 2011; random search; or a grid) for each
-trial's settings, prunes unpromising trials on their intermediate values (the median rule of Golovin et
-al.'s Vizier, KDD 2017; or successive halving, Jamieson & Talwalkar, AISTATS 2016), and keeps
-every trial in a relational database.
+Akiba et al., "Optuna: A Next-generation Hyperparameter Optimization Framework", KDD 2019. A
+study asks a sampler for each trial's settings: TPE (Bergstra et al., NeurIPS 2011), random
+search, or a grid. It prunes unpromising trials on their intermediate values, by the median rule
+of Golovin et al.'s Vizier (KDD 2017) or by successive halving (Jamieson & Talwalkar, AISTATS
+2016; Optuna implements the asynchronous form of Li et al., MLSys 2020). Every trial is kept in a
+relational database.
 
 **The study file.** A search is one config file, like a tff-lab-run config file (the README's
 "Config files"), whose `get_config()` returns:
