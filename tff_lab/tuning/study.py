@@ -68,8 +68,8 @@ reproducible from `seed` alone (trials finish in any order).
   * `trials.csv`: one row per trial (number, state, value, parameters, rounds run, diverged,
     interrupted, the interrupted trial it resumes, duration, directory);
   * `history.png`: each trial's value and the best so far;
-  * `importances.png`: the parameters' importances (Optuna's fANOVA), or a note when fewer than
-    two trials completed.
+  * `importances.png`: the parameters' importances (Optuna's fANOVA, its random forest seeded),
+    or a note when fewer than two trials completed.
 
 Bad input is refused in one line each (`TuneError`, a ValueError) before any trial starts: an
 empty range (low >= high), an unknown parameter type, sampler or pruner, a storage URL that cannot
@@ -801,7 +801,9 @@ def param_importances(study) -> Optional['collections.OrderedDict[str, float]']:
   if len(complete) < 2:
     return None
   try:
-    return collections.OrderedDict(optuna.importance.get_param_importances(study))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # its forest: reproducible
+    return collections.OrderedDict(optuna.importance.get_param_importances(study,
+                                                                           evaluator=evaluator))
   except (RuntimeError, ValueError):
     return None
 
