@@ -75,6 +75,10 @@ def _define_flags() -> None:
     with section_flags.flag_group(title):
       section_flags.define_section_flags(section)
       _GENERATED_FLAGS.get(title, lambda: None)()
+    # Flags another binary's module may have defined first still belong to the section.
+    section_flags.add_to_group(title, [section_flags.flag_name(f) for f in
+                                       section_flags.section_fields(section)]
+                               + (['plugin'] if title == 'output' else []))
 
 
 _define_flags()

@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+from tff_lab import baselines
+
 
 def _exit_code_and_stderr(run_cli, argv, capsys):
   with pytest.raises(SystemExit) as e:
@@ -16,7 +18,8 @@ def _exit_code_and_stderr(run_cli, argv, capsys):
 def test_unknown_paper(run_cli, capsys):
   code, err = _exit_code_and_stderr(run_cli, ['no_such_paper'], capsys)
   assert code == 2 and err == ('error: unknown paper \'no_such_paper\'; known papers: '
-                               'seed_article, fedprox')
+                               + ', '.join(baselines.paper_names()))
+  assert 'fedprox' in err  # the list is the registry's, not empty
 
 
 def test_missing_paper(run_cli, capsys):

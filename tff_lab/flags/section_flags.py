@@ -40,7 +40,7 @@ def field_type(field: dataclasses.Field) -> type:
   return args[0] if args else kind
 
 
-def _fields(section: type) -> list[dataclasses.Field]:
+def section_fields(section: type) -> list[dataclasses.Field]:
   """The fields of `section` that have a flag of their own."""
   return [f for f in dataclasses.fields(section)
           if f.init and f.metadata.get('flag', f.name) is not None]
@@ -62,7 +62,7 @@ def help_of(field: dataclasses.Field) -> str:
 def define_section_flags(section: type, prefix: str = '',
                          flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines `--<prefix><field>` for each field of `section` (once per process)."""
-  for field in _fields(section):
+  for field in section_fields(section):
     name = flag_name(field, prefix)
     if name in flag_values:
       continue
@@ -76,7 +76,7 @@ def section_values_from_flags(section: type, prefix: str = '',
                               flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
   """Every field of `section` that has a flag, at its flag's value (a list as a tuple)."""
   out = {}
-  for field in _fields(section):
+  for field in section_fields(section):
     value = flag_values[flag_name(field, prefix)].value
     out[field.name] = tuple(value) if isinstance(value, list) else value
   return out
@@ -92,6 +92,13 @@ def flag_group(title: str, flag_values: flags.FlagValues = flags.FLAGS) -> Itera
     group = GROUPS.setdefault(title, [])
     group.extend(n for n in flag_values if n not in before and n not in group
                  and flag_values[n].name == n)  # not short names
+
+
+def add_to_group(title: str, names, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Records defined flags under the `--help` group `title`, also when another module defined
+  them first (a flag shared by several binaries, such as `--progress`)."""
+  group = GROUPS.setdefault(title, [])
+  group.extend(n for n in names if n in flag_values and n not in group)
 
 
 def grouped_help(flag_values: flags.FlagValues = flags.FLAGS, width: int = 100) -> str:
@@ -116,7 +123,7 @@ def section_from_flags(section: type, prefix: str = '',
                        flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
   """The fields of `section` whose flags differ from the fields' defaults, by field name."""
   out = {}
-  for field in _fields(section):
+  for field in section_fields(section):
     value = flag_values[prefix + field.name].value
     if value != field.default:
       out[field.name] = value

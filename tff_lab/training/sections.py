@@ -37,6 +37,7 @@ from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.algorithms import schedules
 from tff_lab import faults as faults_lib
 from tff_lab import runtime
+from tff_lab.flags import common_flags
 from tff_lab.privacy import release as release_lib
 from tff_lab.simulation import asynchronous
 from tff_lab.simulation import backends
@@ -353,7 +354,7 @@ class OutputSection:
   checkpoint_every: int = setting(5, 'Checkpoint every k rounds, and after the last round.')
   overwrite: bool = setting(False, 'Delete an existing experiment directory instead of resuming '
                             'it.')
-  progress: bool = setting(True, 'Show a progress bar (--noprogress: one log line per round).')
+  progress: bool = setting(True, common_flags.PROGRESS_HELP)
   plugins: tuple = setting((), 'Modules imported before anything else, whose registrations '
                            '(tasks, algorithms, aggregators) the run may use (--plugin, '
                            'repeatable).', flag=None)
