@@ -76,10 +76,7 @@ class ExperimentConfig(sections.OutputSection, sections.SimulationSection,
     own check in `sections.SECTIONS` order, then what spans sections: a registered aggregator of
     the kind the algorithm needs, and what the backend and the algorithm on it can run.
     """
-    try:
-      plugins_lib.load(self.plugins)
-    except plugins_lib.PluginError as e:
-      raise ConfigError(str(e)) from None
+    sections.as_config_error(lambda: plugins_lib.load(self.plugins))
     check_saved_plugins(self)
     self.check_task()
     self.check_algorithm()
@@ -90,10 +87,9 @@ class ExperimentConfig(sections.OutputSection, sections.SimulationSection,
     self.check_simulation()
     self.check_output()
     self._check_registered_aggregator(algorithms_registry.get(self.algorithm))
-    try:  # what the backend this config selects, and the algorithm on it, cannot run
-      backends.check(self)  # with --simulation=auto: that some backend can
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    # What the backend this config selects, and the algorithm on it, cannot run (with
+    # --simulation=auto: that some backend can).
+    sections.as_config_error(lambda: backends.check(self))
 
   def _check_registered_aggregator(self, spec) -> None:
     """Builds a registered aggregator's factory (no tracing) to check its options and that it is
@@ -113,15 +109,11 @@ class ExperimentConfig(sections.OutputSection, sections.SimulationSection,
 
   def validate_against_task(self, num_train_clients: int, prediction_kind: str) -> None:
     """Checks the settings that depend on the task (still before any tracing)."""
-    _require(self.clients_per_round <= num_train_clients,
-             f'clients_per_round={self.clients_per_round} exceeds the {num_train_clients} '
-             f'training clients of task {self.task!r}')
-    _require(not (self.byzantine_fraction > 0 and self.attack == 'label_flip')
-             or prediction_kind in faults_lib.LABEL_FLIP_KINDS,
-             f'--attack=label_flip is defined for {list(faults_lib.LABEL_FLIP_KINDS)} labels; '
-             f'task {self.task!r} predicts {prediction_kind!r}')
+    sections.require(self.clients_per_round <= num_train_clients,
+                     f'clients_per_round={self.clients_per_round} exceeds the {num_train_clients} '
+                     f'training clients of task {self.task!r}')
+    sections.require(not (self.byzantine_fraction > 0 and self.attack == 'label_flip')
+                     or prediction_kind in faults_lib.LABEL_FLIP_KINDS,
+                     f'--attack=label_flip is defined for {list(faults_lib.LABEL_FLIP_KINDS)} '
+                     f'labels; task {self.task!r} predicts {prediction_kind!r}')
 
-
-def _require(condition: bool, message: str) -> None:
-  if not condition:
-    raise ConfigError(message)

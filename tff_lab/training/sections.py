@@ -84,7 +84,8 @@ def choices_of(field: dataclasses.Field) -> Optional[tuple]:
   return tuple(choices()) if callable(choices) else choices
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
+  """Raises ConfigError(message) unless `condition`."""
   if not condition:
     raise ConfigError(message)
 
@@ -93,15 +94,15 @@ def _one_of(section, name: str) -> None:
   """Refuses a value outside the field's choices, listing them."""
   field = next(f for f in dataclasses.fields(section) if f.name == name)
   value, choices = getattr(section, name), choices_of(field)
-  _require(value in choices, f'unknown {name} {value!r}; choose one of {list(choices)}')
+  require(value in choices, f'unknown {name} {value!r}; choose one of {list(choices)}')
 
 
 def _positive(section, *names: str) -> None:
   for name in names:
-    _require(getattr(section, name) > 0, f'{name} must be positive, got {getattr(section, name)}')
+    require(getattr(section, name) > 0, f'{name} must be positive, got {getattr(section, name)}')
 
 
-def _as_config_error(check: Callable[[], Any], errors=(ValueError,)) -> Any:
+def as_config_error(check: Callable[[], Any], errors=(ValueError,)) -> Any:
   """Runs `check`, turning the library's one-line errors into ConfigError."""
   try:
     return check()
@@ -122,9 +123,9 @@ class TaskSection:
 
   def check_task(self) -> None:
     """The task is registered and has these options."""
-    known = _as_config_error(lambda: tasks_registry.task_options(self.task))
+    known = as_config_error(lambda: tasks_registry.task_options(self.task))
     unknown = sorted(set(self.task_options) - set(known))
-    _require(not unknown, f'task {self.task!r} has no option(s) {unknown}; its options are '
+    require(not unknown, f'task {self.task!r} has no option(s) {unknown}; its options are '
              f'{list(known)}')
 
 
@@ -159,29 +160,29 @@ class AlgorithmSection:
 
   def check_algorithm(self) -> None:
     """The algorithm, its hyperparameters, the optimisers, rates and schedules."""
-    spec = _as_config_error(lambda: algorithms_registry.get(self.algorithm))
+    spec = as_config_error(lambda: algorithms_registry.get(self.algorithm))
     for role in ('client', 'server'):
       name = getattr(self, f'{role}_optimizer')
-      _require(name in optimizers_lib.optimizer_names(), f'unknown {role} optimizer {name!r}; '
+      require(name in optimizers_lib.optimizer_names(), f'unknown {role} optimizer {name!r}; '
                f'choose one of {optimizers_lib.optimizer_names()}')
       bad = sorted(set(getattr(self, f'{role}_optimizer_hparams'))
                    - set(optimizers_lib.optimizer_hparams(name)))
-      _require(not bad, f'{role} optimizer {name!r} has no hyperparameter(s) {bad}')
+      require(not bad, f'{role} optimizer {name!r} has no hyperparameter(s) {bad}')
       _positive(self, f'{role}_learning_rate')
-    _require(isinstance(self.algorithm_hparams, dict),
+    require(isinstance(self.algorithm_hparams, dict),
              f'algorithm_hparams must be a dict of hyperparameter values, got '
              f'{self.algorithm_hparams!r}')
-    _as_config_error(lambda: spec.resolve_hparams(self.algorithm_hparams))
+    as_config_error(lambda: spec.resolve_hparams(self.algorithm_hparams))
     for role in schedules.ROLES:
       settings = getattr(self, f'{role}_lr_schedule')
-      _require(isinstance(settings, dict), f'{role}_lr_schedule must be a dict of schedule '
+      require(isinstance(settings, dict), f'{role}_lr_schedule must be a dict of schedule '
                f'settings, got {settings!r}')
-      schedule = _as_config_error(lambda role=role: schedules.of_config(self, role),
+      schedule = as_config_error(lambda role=role: schedules.of_config(self, role),
                                   (TypeError, ValueError))
       if role == 'client' and not schedule.is_constant:
         takers = [n for n in algorithms_registry.names()
                   if algorithms_registry.get(n).supports_client_lr_schedule]
-        _require(spec.supports_client_lr_schedule,
+        require(spec.supports_client_lr_schedule,
                  f'--client_lr_schedule applies to --algorithm={"|".join(takers)}, not '
                  f'{self.algorithm} (schedule the server rate with --server_lr_schedule)')
 
@@ -209,9 +210,9 @@ class TrainingSection:
     _positive(self, 'rounds', 'clients_per_round', 'client_epochs', 'client_batch_size',
               'client_shuffle_buffer')
     _one_of(self, 'client_sampling')
-    _require(self.client_max_elements is None or self.client_max_elements > 0,
+    require(self.client_max_elements is None or self.client_max_elements > 0,
              f'client_max_elements must be positive, got {self.client_max_elements}')
-    _require(isinstance(self.seed, int) and not isinstance(self.seed, bool)
+    require(isinstance(self.seed, int) and not isinstance(self.seed, bool)
              and 0 <= self.seed <= 2**32 - 1, f'seed must be an integer in [0, 2**32 - 1], got '
              f'{self.seed!r}')
 
@@ -230,12 +231,12 @@ class EvaluationSection:
       'epochs from the initial model (0: off).')
 
   def check_evaluation(self) -> None:
-    _require(self.eval_every >= 0, f'eval_every must be >= 0 (0 disables), got {self.eval_every}')
+    require(self.eval_every >= 0, f'eval_every must be >= 0 (0 disables), got {self.eval_every}')
     for name in ('finetune_epochs', 'local_baseline_epochs'):
       value = getattr(self, name)
-      _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+      require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                f'{name} must be an integer >= 0 (0: off), got {value!r}')
-      _require(value == 0 or self.eval_every > 0,
+      require(value == 0 or self.eval_every > 0,
                f'{name}={value} is part of evaluation; it needs eval_every > 0')
 
 
@@ -267,7 +268,7 @@ class FaultSection:
 
   def check_faults(self, clients_per_round: int) -> None:
     """Fractions in range that leave an honest client reporting out of `clients_per_round`."""
-    _as_config_error(lambda: self.faults.validate(clients_per_round))
+    as_config_error(lambda: self.faults.validate(clients_per_round))
 
 
 @dataclasses.dataclass
@@ -300,9 +301,9 @@ class AggregationSection:
     except ValueError as e:
       raise ConfigError(str(e)) from None
     _one_of(self, 'dp_metrics')
-    _require(self.dp_delta is None or 0 < self.dp_delta < 1,
+    require(self.dp_delta is None or 0 < self.dp_delta < 1,
              f'dp_delta must be in (0, 1), got {self.dp_delta}')
-    _require(self.dp_delta is None or self.aggregation.get('dp', 'none') != 'none',
+    require(self.dp_delta is None or self.aggregation.get('dp', 'none') != 'none',
              '--dp_delta only applies with --dp=fixed|adaptive')
 
 
@@ -332,11 +333,11 @@ class SimulationSection:
   def check_simulation(self) -> None:
     """A known backend, valid asynchronous settings, and workers that parse."""
     _one_of(self, 'simulation')
-    _as_config_error(lambda: asynchronous.AsyncSettings.from_dict(self.asynchrony),
+    as_config_error(lambda: asynchronous.AsyncSettings.from_dict(self.asynchrony),
                      (TypeError, ValueError))
     if self.workers:
-      _as_config_error(lambda: runtime.parse_workers(list(self.workers)))
-      _require(self.max_concurrent_clients == -1,
+      as_config_error(lambda: runtime.parse_workers(list(self.workers)))
+      require(self.max_concurrent_clients == -1,
                '--max_concurrent_clients applies to the local worker; with --workers set it on '
                'each tff-lab-worker')
     _positive(self, 'worker_timeout')
@@ -368,7 +369,7 @@ class OutputSection:
 
   def check_output(self) -> None:
     _positive(self, 'checkpoint_every')
-    _require(bool(self.experiment_name) and os.sep not in self.experiment_name,
+    require(bool(self.experiment_name) and os.sep not in self.experiment_name,
              f'experiment_name must be a non-empty name without {os.sep!r}, '
              f'got {self.experiment_name!r}')
 
