@@ -33,7 +33,9 @@ def test_the_builtin_backends_are_registered():
     ({'simulation': 'fused', 'algorithm': 'fedsgd'}, 'not fedsgd'),
     ({'simulation': 'fused', 'client_optimizer': 'adam'}, 'client_optimizer=sgd only'),
     ({'simulation': 'vectorized', 'aggregation': {'aggregator': 'median'}},
-     'default mean aggregation only'),
+     'runs the plain mean only; --simulation=fused runs the aggregation settings'),
+    ({'simulation': 'fused', 'aggregation': {'adaptive_clip': True}},
+     '--simulation=fused does not run --adaptive_clip'),
     ({'simulation': 'fused', 'aggregation': {'secure_aggregation': True}},
      'cannot be combined with --simulation=fused'),
 ])
@@ -97,8 +99,9 @@ def test_the_loop_runs_any_registered_backend_on_the_planners_plans(tmp_path, re
 
 @pytest.mark.parametrize('settings, kwargs, chosen, reason', [
     ({}, {}, 'fused', 'the fastest backend for this configuration'),
-    ({'aggregation': {'aggregator': 'median'}}, {}, 'tff',
-     'not fused (--simulation=fused supports the default mean aggregation only)'),
+    ({'aggregation': {'aggregator': 'median'}}, {}, 'fused', 'the fastest'),
+    ({'aggregation': {'adaptive_clip': True}}, {}, 'tff',
+     'not fused (--simulation=fused does not run --adaptive_clip'),
     ({'algorithm': 'fedsgd'}, {}, 'tff', 'not fused (--simulation=fused runs'),
     ({'algorithm': 'scaffold'}, {}, 'fused', 'the fastest'),  # its own runner, fused phase
     ({'aggregation': {'secure_aggregation': True}}, {}, 'tff', 'not fused (--secure_aggregation'),

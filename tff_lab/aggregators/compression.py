@@ -103,6 +103,12 @@ class Codec:
     """Returns the float32[d] vector the server reconstructs from `message`."""
     raise NotImplementedError
 
+  def round_trip(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """`decode(encode(x, seed), d)`: what the server gets from a client holding `x`. A codec may
+    skip lossless steps here (the in-graph aggregation, `tff_lab.aggregators.in_graph`, calls
+    it for every client); the result must be the same."""
+    return self.decode(self.encode(x, seed), x.shape[0])
+
 
 class IdentityCodec(Codec):
   """Sends the float32 update unchanged (4·d bytes)."""
@@ -131,7 +137,8 @@ class QuantizeCodec(Codec):
     return tf.cast(2 * tf.random.stateless_uniform([n], _stream(seed, 1), maxval=2,
                                                    dtype=tf.int32) - 1, tf.float32)
 
-  def encode(self, x, seed):
+  def _quantize(self, x, seed):
+    """The codes (float32 integers in [0, 2^bits)), low and high of x (rotated first)."""
     n = self._length(x.shape[0])
     if self.rotation:
       x = hadamard(tf.pad(x, [[0, n - x.shape[0]]]) * self._signs(seed, n))
@@ -143,6 +150,17 @@ class QuantizeCodec(Codec):
     # Round up with probability scaled - lower (exact in float32, unlike floor(scaled + u)).
     codes = lower + tf.cast(tf.random.stateless_uniform([n], _stream(seed, 0)) < scaled - lower,
                             tf.float32)
+    return codes, low, high
+
+  def _dequantize(self, codes, low, high, seed, d):
+    n = self._length(d)
+    y = low + codes * ((high - low) / (2 ** self.bits - 1))
+    if self.rotation:
+      y = (hadamard(y) * self._signs(seed, n))[:d]
+    return y
+
+  def encode(self, x, seed):
+    codes, low, high = self._quantize(x, seed)
     message = collections.OrderedDict(codes=_pack(tf.cast(codes, tf.int32), self.bits),
                                       low=low, high=high)
     if self.rotation:
@@ -150,12 +168,13 @@ class QuantizeCodec(Codec):
     return message
 
   def decode(self, message, d):
-    n = self._length(d)
-    step = (message['high'] - message['low']) / (2 ** self.bits - 1)
-    y = message['low'] + tf.cast(_unpack(message['codes'], n, self.bits), tf.float32) * step
-    if self.rotation:
-      y = (hadamard(y) * self._signs(message['seed'], n))[:d]
-    return y
+    codes = tf.cast(_unpack(message['codes'], self._length(d), self.bits), tf.float32)
+    seed = message['seed'] if self.rotation else None
+    return self._dequantize(codes, message['low'], message['high'], seed, d)
+
+  def round_trip(self, x, seed):
+    # The bit packing is lossless: skip it.
+    return self._dequantize(*self._quantize(x, seed), seed, x.shape[0])
 
 
 class TopKCodec(Codec):

@@ -134,10 +134,18 @@ def check_dp_args(dp: str, noise_multiplier: float, clients_per_round: int,
         f'use --dp=fixed')
 
 
-def _dp_query(dp: str, noise_multiplier: float, clients_per_round: int,
-              clip_norm: Optional[float], target_quantile: float, clip_learning_rate: float,
-              clipped_count_stddev: Optional[float]) -> tfp.DPQuery:
-  """The tensorflow-privacy query of TFF's gaussian_fixed / gaussian_adaptive."""
+def dp_query(dp: str, noise_multiplier: float, clients_per_round: int,
+             clip_norm: Optional[float] = None,
+             target_quantile: float = DEFAULT_TARGET_QUANTILE,
+             clip_learning_rate: float = DEFAULT_CLIP_LEARNING_RATE,
+             clipped_count_stddev: Optional[float] = None) -> tfp.DPQuery:
+  """The tensorflow-privacy query of TFF's gaussian_fixed / gaussian_adaptive.
+
+  `create_dp_factory` wraps it in TFF's `DifferentiallyPrivateFactory`; the in-graph aggregation
+  (`tff_lab.aggregators.in_graph`) runs the same query on stacked updates.
+  """
+  noise_multiplier = float(noise_multiplier)
+  clip_norm = None if clip_norm is None else float(clip_norm)
   if dp == 'fixed':
     sum_query = tfp.GaussianSumQuery(l2_norm_clip=clip_norm, stddev=clip_norm * noise_multiplier)
   else:
@@ -193,7 +201,7 @@ def create_dp_factory(
                 target_quantile, clip_learning_rate, clipped_count_stddev)
   if dp == 'none':
     return None
-  query = _dp_query(dp, float(noise_multiplier), clients_per_round,
+  query = dp_query(dp, float(noise_multiplier), clients_per_round,
                     None if clip_norm is None else float(clip_norm), float(target_quantile),
                     float(clip_learning_rate),
                     None if clipped_count_stddev is None else float(clipped_count_stddev))

@@ -71,6 +71,11 @@ def krum_scores(x: tf.Tensor, num_byzantine: int) -> tf.Tensor:
   return tf.reduce_sum(tf.sort(squared, axis=1)[:, 1:n - num_byzantine - 1], axis=1)
 
 
+def weiszfeld_weight(x: tf.Tensor, v: tf.Tensor, nu: float = WEISZFELD_NU) -> tf.Tensor:
+  """RFA's smoothed Weiszfeld weight of update x at the current estimate v: 1 / max(ν, ‖v − x‖)."""
+  return 1.0 / tf.maximum(nu, tf.norm(x - v))
+
+
 class GatheredRuleFactory(tff.aggregators.UnweightedAggregationFactory):
   """Gathers every client's decoded update at the server and applies `rule` to the n×d stack.
 
@@ -222,8 +227,8 @@ class GeometricMedianFactory(tff.aggregators.UnweightedAggregationFactory):
       return tf.norm(x - v)
 
     @tff.tensorflow.computation(value_type, value_type)
-    def weiszfeld_weight(x, v):
-      return 1.0 / tf.maximum(nu, tf.norm(x - v))
+    def weiszfeld_step_weight(x, v):
+      return weiszfeld_weight(x, v, nu)
 
     @tff.tensorflow.computation(tff.TensorType(np.int32), tff.TensorType(np.float32))
     def measure(n, objective):
@@ -243,7 +248,7 @@ class GeometricMedianFactory(tff.aggregators.UnweightedAggregationFactory):
     def next_fn(state, value):
       v = tff.federated_mean(value)
       for _ in range(num_passes - 1):
-        beta = tff.federated_map(weiszfeld_weight, (value, tff.federated_broadcast(v)))
+        beta = tff.federated_map(weiszfeld_step_weight, (value, tff.federated_broadcast(v)))
         v = tff.federated_mean(value, weight=beta)
       objective = tff.federated_mean(
           tff.federated_map(distance, (value, tff.federated_broadcast(v))))

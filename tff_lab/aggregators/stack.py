@@ -346,7 +346,7 @@ def create_aggregator(weighted: bool = True, **settings) -> tff.aggregators.Aggr
     # Declared by an aggregator that adds noise itself; kept visible through the wrappers.
     dp_factory = factory if _extension('dp', 'a DP aggregator').mechanism_of(factory) else None
   else:
-    factory = _robust_factory(s, codec)
+    factory = robust_factory(s, codec)
   if weighted and isinstance(factory, tff.aggregators.UnweightedAggregationFactory):
     factory = tff.aggregators.as_weighted_aggregator(factory)
   if (s.aggregator == 'mean' or s.registered) and value_sum is None:
@@ -364,7 +364,8 @@ def create_aggregator(weighted: bool = True, **settings) -> tff.aggregators.Aggr
   return factory
 
 
-def _robust_factory(s: AggregationSettings, codec: compression_lib.Codec):
+def robust_factory(s: AggregationSettings, codec: compression_lib.Codec):
+  """The robust rule's factory for `s.aggregator` (median, trimmed_mean, krum, geometric_median)."""
   if s.aggregator == 'median':
     return robust.CoordinateMedianFactory(codec)
   if s.aggregator == 'trimmed_mean':

@@ -310,6 +310,11 @@ class FusedClientPhase:
                             for s in program.shapes] if with_correction else None)
       self._outputs = self._per_client()
 
+  @property
+  def shapes(self) -> list[tuple[int, ...]]:
+    """The shapes of the model's trainable weights (of each client's delta)."""
+    return self._program.shapes
+
   def _per_client(self):
     p = self._program
     w0, x, y, mask = p.w0, p.x, p.y, p.mask
@@ -339,19 +344,20 @@ class FusedClientPhase:
         delta=[d.stack() for d in deltas], num_examples=tf.reduce_sum(mask, axis=[1, 2]),
         num_steps=steps, loss_sum=losses.stack(), correct=corrects.stack())
 
-  def __call__(self, weights: Any, plan, corrections: Optional[Sequence[Any]] = None
-               ) -> list['collections.OrderedDict[str, Any]']:
+  def __call__(self, weights: Any, plan, corrections: Optional[Sequence[Any]] = None,
+               rate: Optional[float] = None) -> list['collections.OrderedDict[str, Any]']:
     """Each reporting client's result, in the plan's order.
 
     Args:
       weights: The global `ModelWeights`.
       plan: The round's `tff_lab.simulation.plan.RoundPlan`.
       corrections: With `with_correction`, one list of arrays per reporting client.
+      rate: The round's scheduled client learning rate (None: the one built in).
     """
     clients = list(plan.clients)
     if not clients:
       return []
-    feed = self._program.feed(weights.trainable, self._program.pack(clients))
+    feed = self._program.feed(weights.trainable, self._program.pack(clients), rate)
     if self._with_correction:
       for i, placeholder in enumerate(self._corrections):
         feed[placeholder] = np.stack([np.asarray(c[i], np.float32) for c in corrections])

@@ -11,7 +11,10 @@ The registered backends (`BACKENDS`):
 
 * `tff`: TFF's own `process.next` on the plan's datasets, on the local worker or `--workers`.
 * `fused` and `vectorized`: every client's local SGD in one TF program, packed by example index
-  (`tff_lab.algorithms.vectorized`; same mathematics, to float32 round-off).
+  (`tff_lab.algorithms.vectorized`; same mathematics, to float32 round-off). With aggregation
+  settings (clipping, DP, robust rules, compression) or update attacks, `fused` stacks the
+  clients' deltas and runs the aggregator stack's arithmetic in one TF graph
+  (`tff_lab.aggregators.in_graph`); `vectorized` runs the plain mean only.
 * `secure`: clients train in TFF and the real secure aggregation protocol sums their updates
   (`tff_lab.algorithms.secure_rounds`); chosen whenever `secure_aggregation` is set.
 * `async`: FedBuff's buffered asynchronous aggregation on a simulated clock
@@ -33,10 +36,12 @@ import collections
 import dataclasses
 from typing import Any, Callable, Optional, Protocol
 
+import numpy as np
 import tensorflow_federated as tff
 
 from tff_lab import aggregators
 from tff_lab.aggregators import dp as dp_lib
+from tff_lab.aggregators import in_graph as in_graph_aggregation
 from tff_lab.algorithms import optimizers as optimizers_lib
 from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.algorithms import schedules
@@ -45,6 +50,7 @@ from tff_lab.algorithms import vectorized
 from tff_lab.simulation import asynchronous
 from tff_lab.simulation import latency
 from tff_lab.simulation import plan as plan_lib
+from tff_lab.simulation import server as server_lib
 from tff_lab.tasks import task as task_lib
 
 
@@ -228,11 +234,9 @@ class SecureRunner:
 
 
 class InGraphRunner:
-  """The `fused` and `vectorized` backends: `VectorizedRounds` packs the plans by index.
-
-  They aggregate with the plain mean (`_check_in_graph` refuses anything else), so they declare
-  no DP mechanism.
-  """
+  """The `fused` and `vectorized` backends with the plain mean: `VectorizedRounds` packs the
+  plans by index and sums the updates inside the client loop. It declares no DP mechanism (DP
+  runs in `AggregatingInGraphRunner`)."""
 
   def __init__(self, rounds: vectorized.VectorizedRounds):
     self._rounds = rounds
@@ -242,6 +246,53 @@ class InGraphRunner:
 
   def close(self) -> None:
     self._rounds.close()
+
+
+class AggregatingInGraphRunner:
+  """The `fused` backend with the aggregator stack: clients in one TF program
+  (`vectorized.FusedClientPhase`), their deltas stacked, then the stack's arithmetic in one TF
+  graph (`tff_lab.aggregators.in_graph`): update attacks, clipping, DP or a robust rule,
+  compression. Used whenever an aggregation setting or an update attack is set; the plain mean
+  keeps `InGraphRunner`'s program, which sums inside the client loop.
+  """
+
+  def __init__(self, phase: vectorized.FusedClientPhase,
+               aggregation: in_graph_aggregation.InGraphAggregation,
+               server_optimizer: tff.learning.optimizers.Optimizer,
+               dp_mechanism: Optional[dp_lib.GaussianMechanism] = None):
+    self._phase = phase
+    self._aggregation = aggregation
+    self._server_optimizer = server_optimizer
+    # The Gaussian mechanism the in-graph DP query applies (ε is reported from it).
+    self.dp_mechanism = dp_mechanism
+
+  def next(self, state, plan: plan_lib.RoundPlan):
+    clients = list(plan.clients)
+    # The clients train honestly; an attacker's plan replaces its delta afterwards, as
+    # `client_work` does on the tff path.
+    attacks = [None if c.attack is None else c.attack.get_single_element() for c in clients]
+    honest = dataclasses.replace(plan, clients=tuple(
+        dataclasses.replace(c, attack=None) for c in clients))
+    results = self._phase(state.global_model_weights, honest,
+                          rate=schedules.client_rate_in(state))
+    num_examples = sum(r['num_examples'] for r in results)
+    if not num_examples:
+      raise ValueError('every sampled client has an empty dataset')
+    deltas = [np.stack([r['delta'][i] for r in results]) for i in range(len(results[0]['delta']))]
+    weights = np.array([r['num_examples'] for r in results], np.float32)
+    mean_delta, aggregator_state, measurements = self._aggregation(
+        deltas, weights, attacks, state.aggregator)
+    new_state, non_finite = server_lib.apply_server_update(
+        self._server_optimizer, state, mean_delta, aggregator=aggregator_state)
+    train = server_lib.train_metrics(
+        sum(r['loss_sum'] for r in results), sum(r['correct'] for r in results), num_examples,
+        sum(r['num_steps'] for r in results))
+    return server_lib.round_output(new_state, non_finite, train,
+                                   aggregator_metrics=measurements)
+
+  def close(self) -> None:
+    self._phase.close()
+    self._aggregation.close()
 
 
 def _check_tff(config) -> None:
@@ -267,9 +318,19 @@ def _check_in_graph(config) -> None:
     raise ValueError(f'--simulation={name} runs {", ".join(local_sgd)}, not '
                      f'{config.algorithm} (only algorithms whose spec gives an in-graph local '
                      'step and no client state)')
-  vectorized.check_supported(config.client_optimizer,
-                             model_aggregator_is_default=not config.aggregation,
-                             update_attacks=config.faults.update_attacks, simulation=name)
+  vectorized.check_supported(config.client_optimizer, model_aggregator_is_default=True,
+                             update_attacks=False, simulation=name)
+  if _aggregates_in_graph(config):
+    if name != 'fused':
+      raise ValueError(f'--simulation={name} runs the plain mean only; --simulation=fused runs '
+                       'the aggregation settings and update attacks')
+    in_graph_aggregation.check_supported(
+        aggregators.AggregationSettings(**config.aggregation_settings()), name)
+
+
+def _aggregates_in_graph(config) -> bool:
+  """Whether the in-graph round needs the aggregator stack (any setting but the plain mean)."""
+  return bool(config.aggregation) or config.faults.update_attacks
 
 
 def _check_secure(config) -> None:
@@ -287,6 +348,16 @@ def _build_in_graph(context: BackendContext) -> RoundRunner:
   spec = algorithms_registry.get(config.algorithm)
   if spec.build_runner is not None:  # e.g. SCAFFOLD: its runner, on the fused client phase
     return spec.build_runner(context, context.client_store)
+  if _aggregates_in_graph(config):
+    # Built before any other Keras model, as below (a TF1 graph).
+    phase = vectorized.FusedClientPhase(
+        context.task, config.client_learning_rate, spec.local_step,
+        hparams=algorithms_registry.hparams_of(config))
+    aggregation = in_graph_aggregation.InGraphAggregation(
+        aggregators.AggregationSettings(**config.aggregation_settings()), spec.weighted,
+        phase.shapes)
+    return AggregatingInGraphRunner(phase, aggregation, _server_optimizer(config),
+                                    dp_lib.mechanism_of(context.model_aggregator))
   # Same state and mathematics as `context.process`; only how a round is scheduled differs.
   # Build it before any other Keras model: it makes a TF1 graph, which invalidates earlier
   # Keras models.
