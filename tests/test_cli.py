@@ -77,7 +77,6 @@ def run_cli(monkeypatch, capsys, tmp_path):
     (['--aggregator=median', '--secure_aggregation'], 'secure_aggregation cannot be combined'),
     (['--dp_delta=0.1'], '--dp_delta only applies with --dp'),
     (['--simulation=vectorized', '--aggregator=median'], 'runs the plain mean only'),
-    (['--simulation=vectorized', '--client_optimizer=adam'], 'client_optimizer=sgd only'),
     (['--simulation=vectorized', '--algorithm=fedsgd'], 'not fedsgd'),
     (['--simulation=fused', '--adaptive_clip'], '--simulation=fused does not run --adaptive_clip'),
     (['--simulation=vectorized', '--byzantine_fraction=0.2'], 'runs the plain mean only'),

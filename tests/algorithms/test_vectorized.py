@@ -101,8 +101,6 @@ def test_sequential_loop_on_very_uneven_clients():
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    ({'client_optimizer': 'adam', 'model_aggregator_is_default': True, 'update_attacks': False},
-     'client_optimizer=sgd only'),
     ({'client_optimizer': 'sgd', 'model_aggregator_is_default': False, 'update_attacks': False},
      'default mean aggregation only'),
     ({'client_optimizer': 'sgd', 'model_aggregator_is_default': True, 'update_attacks': True},

@@ -31,7 +31,6 @@ def test_the_builtin_backends_are_registered():
 @pytest.mark.parametrize('settings, message', [
     ({'simulation': 'gpu'}, "unknown simulation 'gpu'; choose one of"),
     ({'simulation': 'fused', 'algorithm': 'fedsgd'}, 'not fedsgd'),
-    ({'simulation': 'fused', 'client_optimizer': 'adam'}, 'client_optimizer=sgd only'),
     ({'simulation': 'vectorized', 'aggregation': {'aggregator': 'median'}},
      'runs the plain mean only; --simulation=fused runs the aggregation settings'),
     ({'simulation': 'fused', 'aggregation': {'adaptive_clip': True}},

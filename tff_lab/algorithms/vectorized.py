@@ -21,7 +21,7 @@ memory is bounded). Two schedules:
   the sequential loop, and for convolutions pfor falls back to a loop (`Conv2DBackpropFilter`).
   It may pay off where batched matmuls are cheap (accelerators; not measured: none here).
 
-Per client k (identical to `tff_lab.algorithms.client_work` with an SGD client optimiser):
+Per client k (identical to `tff_lab.algorithms.client_work`):
 
     w ← wᵗ;  for each batch b of the client's preprocessed dataset (same order, same batches):
         g ← ∇ mean_{i∈b} ℓ(w; x_i, y_i) + μ·(w − wᵗ);   w ← w − η·g
@@ -31,9 +31,13 @@ Server: Δ = Σ_k weight_k·Δ_k / Σ_k weight_k, applied with the server optimi
 `build_apply_optimizer_finalizer` does. `tests/algorithms/test_vectorized.py` checks that states
 after several rounds equal the TFF path's to float32 round-off, for both schedules.
 
-Scope (checked by `check_supported`): client optimiser `sgd`; model weights all trainable; the
-default (mean) aggregation; no update-altering attacks (label flipping, dropouts and stragglers are
-data-side and supported).
+With another client optimiser (`client_optimizer`: sgdm, adam, adagrad, yogi) the step is
+`s, w ← opt.next(s, w, g)` instead, the optimiser state s fresh (`opt.initialize`) for each client
+each round, its learning rate the client rate η (scheduled or not), as the client work does.
+
+Scope (checked by `check_supported`): any `tff.learning.optimizers` client optimiser; model
+weights all trainable; the default (mean) aggregation; no update-altering attacks (label
+flipping, dropouts and stragglers are data-side and supported).
 
 The model is applied through TFF's `functional_model_from_keras`, which needs a TF1-style graph;
 the round program is therefore built once in its own `tf.Graph` and run with a session.
@@ -60,9 +64,7 @@ from tff_lab.tasks import task as task_lib
 def check_supported(client_optimizer: str, model_aggregator_is_default: bool,
                     update_attacks: bool, simulation: str = 'vectorized') -> None:
   """Raises ValueError (one line) for settings the in-graph paths do not implement."""
-  if client_optimizer != 'sgd':
-    raise ValueError(f'--simulation={simulation} supports --client_optimizer=sgd only, got '
-                     f'{client_optimizer!r}')
+  del client_optimizer  # every client optimiser runs in-graph (`_local_step`)
   if not model_aggregator_is_default:
     raise ValueError(f'--simulation={simulation} supports the default mean aggregation only')
   if update_attacks:
@@ -91,7 +93,8 @@ class VectorizedRounds:
                hparams: Optional[dict] = None,
                weighted: bool = True, client_loop: str = 'sequential',
                clients_per_program: int = 128,
-               local_step: spec_lib.LocalStep = spec_lib.PROXIMAL_SGD):
+               local_step: spec_lib.LocalStep = spec_lib.PROXIMAL_SGD,
+               client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None):
     """Builds the round program.
 
     Args:
@@ -104,6 +107,7 @@ class VectorizedRounds:
       clients_per_program: Clients packed into one run of the program; a round with more runs
         it on consecutive groups and adds their sums (float32 round-off apart, the same round).
       local_step: The algorithm's local step (its spec's), taking `hparams`.
+      client_optimizer: The clients' optimiser (None: SGD), its rate `client_learning_rate`.
     """
     if client_loop not in CLIENT_LOOPS:
       raise ValueError(f'client_loop must be one of {CLIENT_LOOPS}, got {client_loop!r}')
@@ -112,7 +116,7 @@ class VectorizedRounds:
     self._clients_per_program = clients_per_program
     self._server_optimizer = server_optimizer
     self._weighted = weighted
-    self._program = _Program(task, client_learning_rate, local_step, hparams)
+    self._program = _Program(task, client_learning_rate, local_step, hparams, client_optimizer)
     program = self._program
     self._w0, self._x, self._y, self._mask = program.w0, program.x, program.y, program.mask
     with program.graph.as_default():
@@ -129,15 +133,16 @@ class VectorizedRounds:
     w0, x, y, mask = self._w0, self._x, self._y, self._mask
     num_clients, num_steps = tf.shape(x)[0], tf.shape(x)[1]
 
-    def body(s, w, loss_sum, correct_sum, batches):
-      new_w, loss_s, correct_s, step = tf.vectorized_map(
-          lambda args: step_fn(*args), (w, x[:, s], y[:, s], mask[:, s]))
-      return s + 1, new_w, loss_sum + loss_s, correct_sum + correct_s, batches + step
+    def body(s, w, opt, loss_sum, correct_sum, batches):
+      new_w, opt, loss_s, correct_s, step = tf.vectorized_map(
+          lambda args: step_fn(*args), (w, opt, x[:, s], y[:, s], mask[:, s]))
+      return s + 1, new_w, opt, loss_sum + loss_s, correct_sum + correct_s, batches + step
 
     zeros = tf.zeros([num_clients])
     start = [tf.repeat(w[None], num_clients, axis=0) for w in w0]
-    _, w_final, loss_sum, correct_sum, batches = tf.while_loop(
-        lambda s, *_: s < num_steps, body, (0, start, zeros, zeros, zeros))
+    opt = self._program.optimizer_state(num_clients)
+    _, w_final, _, loss_sum, correct_sum, batches = tf.while_loop(
+        lambda s, *_: s < num_steps, body, (0, start, opt, zeros, zeros, zeros))
     num_examples = tf.reduce_sum(mask, axis=[1, 2])
     deltas = [w[None] - wf for w, wf in zip(w0, w_final)]
     finite = tf.reduce_all(tf.stack([
@@ -162,12 +167,13 @@ class VectorizedRounds:
     def client(k, weighted_sum, weight_sum, loss_sum, correct_sum, batches, non_finite):
       xk, yk, mk = x[k], y[k], mask[k]
 
-      def local_step(s, w, client_loss, client_correct):
-        new_w, batch_loss, correct, _ = step_fn(w, xk[s], yk[s], mk[s])
-        return s + 1, new_w, client_loss + batch_loss, client_correct + correct
+      def local_step(s, w, opt, client_loss, client_correct):
+        new_w, opt, batch_loss, correct, _ = step_fn(w, opt, xk[s], yk[s], mk[s])
+        return s + 1, new_w, opt, client_loss + batch_loss, client_correct + correct
 
-      _, w_final, client_loss, client_correct = tf.while_loop(
-          lambda s, *_: s < steps[k], local_step, (0, list(w0), 0.0, 0.0))
+      _, w_final, _, client_loss, client_correct = tf.while_loop(
+          lambda s, *_: s < steps[k], local_step,
+          (0, list(w0), self._program.optimizer_state(), 0.0, 0.0))
       delta = [a - b for a, b in zip(w0, w_final)]
       finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(d)) for d in delta])
       weight = self._client_weight(tf.reduce_sum(mk), finite)
@@ -232,10 +238,16 @@ class VectorizedRounds:
 class _Program:
   """What both in-graph programs share: the model applied functionally in a TF1 graph, the
   round's placeholders (start weights, packed batches and masks, the client rate), one client's
-  local step on one padded batch (`step_fn`), the packing of plans, and the session."""
+  local step on one padded batch (`step_fn`), a client's fresh optimiser state
+  (`optimizer_state`), the packing of plans, and the session."""
 
   def __init__(self, task: task_lib.Task, client_learning_rate: float,
-               local_step: spec_lib.LocalStep, hparams: Optional[dict] = None):
+               local_step: spec_lib.LocalStep, hparams: Optional[dict] = None,
+               client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None):
+    # Plain SGD keeps the stateless update `w − η·g` (no optimiser state in the loops).
+    self._optimizer = None if _is_plain_sgd(client_optimizer) else client_optimizer
+    if self._optimizer is not None:
+      _check_client_optimizer(self._optimizer, client_learning_rate)
     self._task = task
     keras_model = task.model_fn()
     self._num_classes = int(keras_model.output_shape[-1])  # for label-flipping plans
@@ -258,8 +270,24 @@ class _Program:
       # The clients' rate; a scheduled one is fed each round (the client work's state).
       self.lr = tf.compat.v1.placeholder_with_default(np.float32(client_learning_rate), [])
       self.step_fn = functools.partial(_local_step, model, loss, task.prediction_kind, self.lr,
-                                       local_step, dict(hparams or {}), self.w0)
+                                       local_step, dict(hparams or {}), self.w0, self._optimizer)
     self._session = None
+
+  def optimizer_state(self, num_clients: Optional[tf.Tensor] = None) -> Any:
+    """A client's fresh optimiser state at the client rate, stacked for `num_clients` clients
+    if given (the vectorized loop); `()` for plain SGD. Built into the round's program, so
+    each client starts from `initialize` each round, as the client work does."""
+    if self._optimizer is None:
+      return ()
+    state = collections.OrderedDict(self._optimizer.initialize(
+        [tf.TensorSpec(s, tf.float32) for s in self.shapes]))
+    # The client rate (fed when scheduled) in place of the optimiser's, as the client work does.
+    state[tff.learning.optimizers.LEARNING_RATE_KEY] = self.lr
+    state = tf.nest.map_structure(tf.convert_to_tensor, state)
+    if num_clients is None:
+      return state
+    return tf.nest.map_structure(
+        lambda t: tf.repeat(t[None], num_clients, axis=0), state)
 
   @property
   def session(self) -> tf.compat.v1.Session:
@@ -302,8 +330,20 @@ class FusedClientPhase:
   """
 
   def __init__(self, task: task_lib.Task, learning_rate: float, local_step: spec_lib.LocalStep,
-               with_correction: bool = False, hparams: Optional[dict] = None):
-    self._program = program = _Program(task, learning_rate, local_step, hparams)
+               with_correction: bool = False, hparams: Optional[dict] = None,
+               client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None):
+    """Builds the client phase's program.
+
+    Args:
+      task: The task; its ClientSpec is the clients' local work.
+      learning_rate: The client rate η (a scheduled one is passed to `__call__`).
+      local_step: The algorithm's local step, taking `hparams` (and the correction).
+      with_correction: Feed each client's correction with its batches.
+      hparams: The local step's hyperparameters.
+      client_optimizer: The clients' optimiser (None: SGD), its rate `learning_rate`.
+    """
+    self._program = program = _Program(task, learning_rate, local_step, hparams,
+                                       client_optimizer)
     self._with_correction = with_correction
     with program.graph.as_default():
       self._corrections = ([tf.compat.v1.placeholder(tf.float32, [None, *s])
@@ -327,12 +367,12 @@ class FusedClientPhase:
       aux = (None if self._corrections is None
              else {'correction': tuple(c[k] for c in self._corrections)})
 
-      def local_step(s, w, client_loss, client_correct):
-        new_w, batch_loss, correct, _ = p.step_fn(w, xk[s], yk[s], mk[s], aux=aux)
-        return s + 1, new_w, client_loss + batch_loss, client_correct + correct
+      def local_step(s, w, opt, client_loss, client_correct):
+        new_w, opt, batch_loss, correct, _ = p.step_fn(w, opt, xk[s], yk[s], mk[s], aux=aux)
+        return s + 1, new_w, opt, client_loss + batch_loss, client_correct + correct
 
-      _, w_final, client_loss, client_correct = tf.while_loop(
-          lambda s, *_: s < steps[k], local_step, (0, list(w0), 0.0, 0.0))
+      _, w_final, _, client_loss, client_correct = tf.while_loop(
+          lambda s, *_: s < steps[k], local_step, (0, list(w0), p.optimizer_state(), 0.0, 0.0))
       deltas = [ta.write(k, a - b) for ta, a, b in zip(deltas, w0, w_final)]
       return k + 1, deltas, losses.write(k, client_loss), corrects.write(k, client_correct)
 
@@ -371,12 +411,37 @@ class FusedClientPhase:
     self._program.close()
 
 
-def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, w, xb, yb, mb, aux=None):
-  """One client's SGD step on one padded batch: new weights, loss·count, correct, stepped.
+def _is_plain_sgd(optimizer: Optional[tff.learning.optimizers.Optimizer]) -> bool:
+  """Whether `optimizer` is None or SGD without momentum (stateless: `w − η·g`)."""
+  if optimizer is None:
+    return True
+  sgd = type(tff.learning.optimizers.build_sgdm(learning_rate=1.0))
+  return (isinstance(optimizer, sgd) and
+          set(optimizer.initialize([])) == {tff.learning.optimizers.LEARNING_RATE_KEY})
+
+
+def _check_client_optimizer(optimizer, client_learning_rate: float) -> None:
+  """One-line ValueError unless the optimiser's rate is the client rate (which replaces it)."""
+  state = optimizer.initialize([])
+  key = tff.learning.optimizers.LEARNING_RATE_KEY
+  if key not in state:
+    raise ValueError(f'the client optimiser {type(optimizer).__name__} has no {key!r}')
+  rate = state[key]
+  if not tf.is_tensor(rate) and not np.isclose(float(rate), float(client_learning_rate)):
+    raise ValueError(f'the client optimiser\'s learning rate {rate} is not the client rate '
+                     f'{client_learning_rate}')
+
+
+def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, optimizer, w, opt, xb, yb,
+                mb, aux=None):
+  """One client's step on one padded batch: new weights and optimiser state, loss·count,
+  correct, stepped.
 
   `local_step` (a `tff_lab.algorithms.spec.LocalStep`) turns the loss gradient into the
   direction taken, with the algorithm's `hparams` (and `aux`, what it reads from the client's
-  state), exactly as TFF's client work does.
+  state), exactly as TFF's client work does; the client optimiser (None: SGD at rate `lr`, no
+  state, `opt` is `()`) then takes it as the gradient. A padding batch (the vectorized loop's)
+  leaves weights and state as they are.
   """
   count = tf.reduce_sum(mb)
   with tf.GradientTape() as tape:
@@ -386,6 +451,13 @@ def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, w, xb, yb, mb
   grads = tape.gradient(batch_loss, w, unconnected_gradients=tf.UnconnectedGradients.ZERO)
   step = tf.cast(count > 0, tf.float32)  # a client with no batch at this step stays put
   direction = local_step.gradient(grads, w, w0, hparams, aux=aux)  # the step, written once
-  new_w = [wi - step * lr * di for wi, di in zip(w, direction)]
+  if optimizer is None:
+    new_w = [wi - step * lr * di for wi, di in zip(w, direction)]
+  else:  # as the client work: optimizer.next(state, weights, direction)
+    new_opt, updated = optimizer.next(opt, list(w), list(direction))
+    stepped = count > 0
+    new_w = [tf.where(stepped, u, wi) for u, wi in zip(updated, w)]
+    opt = tf.nest.map_structure(lambda n, o: tf.where(stepped, tf.cast(n, o.dtype), o),
+                                collections.OrderedDict(new_opt), opt)
   correct = tf.reduce_sum(accuracy_lib.correct_predictions(kind, yb, preds) * mb)
-  return new_w, batch_loss * count, correct, step
+  return new_w, opt, batch_loss * count, correct, step

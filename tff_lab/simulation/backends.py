@@ -352,7 +352,7 @@ def _build_in_graph(context: BackendContext) -> RoundRunner:
     # Built before any other Keras model, as below (a TF1 graph).
     phase = vectorized.FusedClientPhase(
         context.task, config.client_learning_rate, spec.local_step,
-        hparams=algorithms_registry.hparams_of(config))
+        hparams=algorithms_registry.hparams_of(config), client_optimizer=_client_optimizer(config))
     aggregation = in_graph_aggregation.InGraphAggregation(
         aggregators.AggregationSettings(**config.aggregation_settings()), spec.weighted,
         phase.shapes)
@@ -364,7 +364,8 @@ def _build_in_graph(context: BackendContext) -> RoundRunner:
   return InGraphRunner(vectorized.VectorizedRounds(
       context.task, config.client_learning_rate, _server_optimizer(config),
       hparams=algorithms_registry.hparams_of(config), weighted=spec.weighted, local_step=spec.local_step,
-      client_loop=vectorized.SIMULATION_CLIENT_LOOPS[config.simulation]))
+      client_loop=vectorized.SIMULATION_CLIENT_LOOPS[config.simulation],
+      client_optimizer=_client_optimizer(config)))
 
 
 def _build_secure(context: BackendContext) -> RoundRunner:
