@@ -68,8 +68,13 @@ def test_the_fused_client_phase_gives_the_tff_client_phases_results():
       assert int(a[key]) == int(b[key])
     np.testing.assert_allclose(float(a['loss_sum']), float(b['loss_sum']), rtol=1e-5)
     np.testing.assert_allclose(float(a['correct']), float(b['correct']))
-    for x, y in zip(a['delta'], b['delta']):
-      np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    # Round-off (a different summation order) can flip a ReLU whose input is ~0 for one example
+    # on one backend, which moves some elements of the next steps' deltas by ~1e-5 (seen in CI):
+    # compare each client's whole delta in norm. A dropped, repeated or misplaced batch moves
+    # it by a few percent; round-off, by ~1e-6 of its norm.
+    x, y = (np.concatenate([np.ravel(d) for d in r['delta']]) for r in (a, b))
+    assert np.linalg.norm(x - y) <= 1e-3 * np.linalg.norm(x)
+    np.testing.assert_allclose(x, y, atol=1e-4)
 
 
 _FUSED_RUNNERS = [n for n in registry.names() if registry.get(n).fused_runner]

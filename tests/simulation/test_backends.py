@@ -35,8 +35,13 @@ def test_the_builtin_backends_are_registered():
      'runs the plain mean only; --simulation=fused runs the aggregation settings'),
     ({'simulation': 'fused', 'aggregation': {'adaptive_clip': True}},
      '--simulation=fused does not run --adaptive_clip'),
-    ({'simulation': 'fused', 'aggregation': {'secure_aggregation': True}},
-     'cannot be combined with --simulation=fused'),
+    ({'simulation': 'vectorized', 'aggregation': {'secure_aggregation': True}},
+     'cannot be combined with --simulation=vectorized'),
+    ({'simulation': 'fused', 'algorithm': 'fedsgd', 'aggregation': {'secure_aggregation': True}},
+     'runs the local-SGD algorithms of the fused path, not --algorithm=fedsgd'),
+    ({'simulation': 'fused',
+      'aggregation': {'secure_aggregation': True, 'secagg_private_metrics': True}},
+     '--secagg_private_metrics .* needs --simulation=tff'),
 ])
 def test_each_backend_refuses_what_it_cannot_run_in_one_line(settings, message):
   with pytest.raises(config_lib.ConfigError, match=message) as e:
@@ -103,7 +108,9 @@ def test_the_loop_runs_any_registered_backend_on_the_planners_plans(tmp_path, re
      'not fused (--simulation=fused does not run --adaptive_clip'),
     ({'algorithm': 'fedsgd'}, {}, 'tff', 'not fused (--simulation=fused runs'),
     ({'algorithm': 'scaffold'}, {}, 'fused', 'the fastest'),  # its own runner, fused phase
-    ({'aggregation': {'secure_aggregation': True}}, {}, 'tff', 'not fused (--secure_aggregation'),
+    ({'aggregation': {'secure_aggregation': True}}, {}, 'fused', 'the fastest'),
+    ({'algorithm': 'fedsgd', 'aggregation': {'secure_aggregation': True}}, {}, 'tff',
+     'not fused (--secure_aggregation with --simulation=fused runs'),
     ({'workers': ('localhost:1',)}, {}, 'tff', 'does not use --workers'),
     ({}, {'has_model_aggregator': True}, 'tff', 'a model_aggregator passed to run_experiment'),
 ])

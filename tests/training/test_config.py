@@ -138,7 +138,8 @@ def test_a_registered_aggregator_must_suit_the_algorithm(tmp_path):
         _config(tmp_path, aggregation=agg, **kw).validate()
     with pytest.raises(config_lib.ConfigError, match='--algorithm=scaffold aggregates with its own'):
       _config(tmp_path, algorithm='scaffold', aggregation=agg).validate()
-    with pytest.raises(config_lib.ConfigError, match='--simulation=fused supports the default'):
+    with pytest.raises(config_lib.ConfigError,
+                       match='--simulation=fused does not run registered aggregators'):
       _config(tmp_path, algorithm='fedavg_unweighted', aggregation=agg,
               simulation='fused').validate()
   finally:

@@ -128,6 +128,7 @@ import dataclasses
 import logging
 import math
 import time
+import types
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -142,8 +143,11 @@ from tensorflow_federated.python.learning.metrics import aggregator as tff_metri
 
 from tff_lab.aggregators import dp as dp_lib
 from tff_lab.aggregators import stack
+from tff_lab.algorithms import client_work as client_work_lib
 from tff_lab.algorithms import registry
+from tff_lab.algorithms import schedules
 from tff_lab.privacy import secagg
+from tff_lab.simulation import server as server_lib
 from tff_lab.tasks import task as task_lib
 
 MODULUS_BITS = 32  # the largest field secagg's PRG fills (32-bit AES-CTR words)
@@ -332,6 +336,67 @@ def secure_mean(codec: ContributionCodec, contributions: Sequence[np.ndarray], n
   return SecureMean(mean, decoded, result, t)
 
 
+def clip_and_flatten(update: Any, weight: tf.Tensor, clip: str, clip_norm: Optional[float]
+                     ) -> 'collections.OrderedDict[str, tf.Tensor]':
+  """One client's update clipped ('fixed': TFF's `clipping_factory`; 'dp': tensorflow-privacy's
+  record clip; 'none') and flattened: `OrderedDict(update=float32[d], weight, norm_clipped)`."""
+  leaves = tf.nest.flatten(update)
+  norm_clipped = tf.constant(0, tf.int32)
+  if clip != 'none':
+    norm = tf.constant(clip_norm, tf.float32)
+    if clip == 'fixed':
+      clipped, global_norm = tff_robust._clip_by_global_l2_norm(  # pylint: disable=protected-access
+          update, norm)
+      leaves = tf.nest.flatten(clipped)
+    else:
+      leaves, global_norm = tf.clip_by_global_norm(leaves, norm)
+    norm_clipped = tf.cast(global_norm > norm, tf.int32)
+  flat = tf.concat([tf.reshape(tf.cast(x, tf.float32), [-1]) for x in leaves], axis=0)
+  return collections.OrderedDict(update=flat, weight=weight, norm_clipped=norm_clipped)
+
+
+class FusedClientPhase:
+  """Phase 1 on the fast path (`--simulation=fused`): every client's local steps in one TF
+  program (`tff_lab.algorithms.vectorized.FusedClientPhase`), then, per client, its attack
+  (`client_work`'s own), the non-finite check and `clip_and_flatten`, as the TFF client work
+  and `build_client_phase` do. Takes the round's `ClientPlan`s instead of datasets; returns
+  `build_client_phase`'s layout (broadcast and client work are stateless here)."""
+
+  def __init__(self, phase: Any, weighted: bool, clip: str, clip_norm: Optional[float]):
+    self._phase = phase
+    self._weighted = weighted
+
+    @tf.function
+    def prepare(delta, weight, attack):
+      delta = client_work_lib._apply_attack(list(delta), attack)  # pylint: disable=protected-access
+      delta, non_finite = tff.learning.tensor_utils.zero_all_if_any_non_finite(delta)
+      weight = tf.where(tf.equal(non_finite, 0), weight, 0.0)
+      return clip_and_flatten(delta, weight, clip, clip_norm)
+
+    self._prepare = prepare
+
+  def __call__(self, distributor_state, weights, client_work_state, plans):
+    plans = list(plans)
+    attacks = [p.attack.get_single_element() if p.attack is not None
+               else client_work_lib.attack_spec().get_single_element() for p in plans]
+    honest = types.SimpleNamespace(clients=[dataclasses.replace(p, attack=None) for p in plans])
+    rate = schedules.client_rate_in(types.SimpleNamespace(client_work=client_work_state))
+    results = self._phase(weights, honest, rate=rate)
+    clients = [tf.nest.map_structure(np.asarray, self._prepare(
+        [tf.constant(d) for d in r['delta']],
+        tf.constant(r['num_examples'] if self._weighted else 1.0, tf.float32), attack))
+               for r, attack in zip(results, attacks)]
+    train = server_lib.train_metrics(
+        sum(r['loss_sum'] for r in results), sum(r['correct'] for r in results),
+        sum(r['num_examples'] for r in results), sum(r['num_steps'] for r in results))
+    return collections.OrderedDict(
+        distributor_state=distributor_state, distributor=(), client_work_state=client_work_state,
+        client_work=collections.OrderedDict(train=train), clients=clients)
+
+  def close(self) -> None:
+    self._phase.close()
+
+
 def build_client_phase(distributor: tff.learning.templates.DistributionProcess,
                        client_work: tff.learning.templates.ClientWorkProcess,
                        clip: str = 'none', clip_norm: Optional[float] = None
@@ -357,19 +422,7 @@ def build_client_phase(distributor: tff.learning.templates.DistributionProcess,
 
   @tff.tensorflow.computation(result_type.update, result_type.update_weight)
   def prepare(update, weight):
-    leaves = tf.nest.flatten(update)
-    norm_clipped = tf.constant(0, tf.int32)
-    if clip != 'none':
-      norm = tf.constant(clip_norm, tf.float32)
-      if clip == 'fixed':
-        clipped, global_norm = tff_robust._clip_by_global_l2_norm(  # pylint: disable=protected-access
-            update, norm)
-        leaves = tf.nest.flatten(clipped)
-      else:
-        leaves, global_norm = tf.clip_by_global_norm(leaves, norm)
-      norm_clipped = tf.cast(global_norm > norm, tf.int32)
-    flat = tf.concat([tf.reshape(tf.cast(x, tf.float32), [-1]) for x in leaves], axis=0)
-    return collections.OrderedDict(update=flat, weight=weight, norm_clipped=norm_clipped)
+    return clip_and_flatten(update, weight, clip, clip_norm)
 
   @tff.federated_computation(distributor.next.type_signature.parameter[0],
                              distributor.next.type_signature.parameter[1], work_params[0],
@@ -396,7 +449,8 @@ class SecureAggregationRounds:
                client_optimizer: Optional[tff.learning.optimizers.Optimizer],
                server_optimizer: tff.learning.optimizers.Optimizer,
                settings: stack.AggregationSettings, hparams: Optional[dict] = None,
-               with_attacks: bool = False, scheduled_client_lr: Optional[float] = None):
+               with_attacks: bool = False, scheduled_client_lr: Optional[float] = None,
+               fused_phase: Optional[Any] = None):
     """Builds the round's TFF computations (tracing).
 
     Args:
@@ -410,6 +464,9 @@ class SecureAggregationRounds:
       with_attacks: Clients take `OrderedDict(data=, attack=)` inputs (Byzantine updates).
       scheduled_client_lr: With a client learning-rate schedule, the first round's rate (the
         client work then reads each round's from its state, as in the process).
+      fused_phase: A `tff_lab.algorithms.vectorized.FusedClientPhase` for the algorithm: phase 1
+        then runs on the fast path (`FusedClientPhase` here; `next` takes `ClientPlan`s), not
+        in TFF's runtime. Not with `secagg_private_metrics`.
 
     Raises:
       ValueError: For settings `stack.validate_aggregation_settings` refuses, or without
@@ -440,7 +497,14 @@ class SecureAggregationRounds:
     self._finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
         server_optimizer, weights_type)
     clip = 'dp' if self._dp else ('fixed' if settings.clip_norm is not None else 'none')
-    self._client_phase = build_client_phase(distributor, client_work, clip, settings.clip_norm)
+    if fused_phase is not None:
+      if self._private_metrics:
+        raise ValueError('secagg_private_metrics needs the TFF client phase (--simulation=tff)')
+      self._client_phase = FusedClientPhase(fused_phase, self._weighted, clip,
+                                            settings.clip_norm)
+    else:
+      self._client_phase = build_client_phase(distributor, client_work, clip,
+                                              settings.clip_norm)
     self._shapes = [tuple(t.shape) for t in weights_type.trainable]
     self._dtypes = [t.dtype for t in weights_type.trainable]
     length = sum(int(np.prod(s)) for s in self._shapes)
@@ -559,7 +623,9 @@ class SecureAggregationRounds:
     return out
 
   def close(self) -> None:
-    """Nothing to release (the round runner interface of `tff_lab.training.loop`)."""
+    """Releases the fused client phase's session, if any."""
+    if isinstance(self._client_phase, FusedClientPhase):
+      self._client_phase.close()
 
 
 def _sum_unfinalized(metric_finalizers, local_unfinalized_metrics_type=None):

@@ -218,16 +218,21 @@ class ProcessRunner:
 
 
 class SecureRunner:
-  """The `secure` backend: `SecureAggregationRounds` on the plan (its dropouts join the keys)."""
+  """The `secure` backend: `SecureAggregationRounds` on the plan (its dropouts join the keys).
 
-  def __init__(self, rounds: secure_rounds.SecureAggregationRounds, task: task_lib.Task):
+  With `--simulation=fused` its clients train on the fast path and it takes the plan's
+  `ClientPlan`s; otherwise in TFF's runtime, on the plan's datasets."""
+
+  def __init__(self, rounds: secure_rounds.SecureAggregationRounds, task: task_lib.Task,
+               fused: bool = False):
     self._rounds = rounds
-    self._datasets = plan_lib.PlanDatasets(task)
+    self._inputs = ((lambda plan: list(plan.clients)) if fused
+                    else plan_lib.PlanDatasets(task))
     # The Gaussian mechanism the protocol's server applies (ε is reported from it).
     self.dp_mechanism = rounds.dp_mechanism
 
   def next(self, state, plan: plan_lib.RoundPlan):
-    return self._rounds.next(state, self._datasets(plan), num_dropped=plan.num_dropped)
+    return self._rounds.next(state, self._inputs(plan), num_dropped=plan.num_dropped)
 
   def close(self) -> None:
     self._rounds.close()
@@ -337,10 +342,23 @@ def _check_secure(config) -> None:
   if config.client_sampling != 'fixed':
     raise ValueError('--secure_aggregation needs --client_sampling=fixed: the protocol is sized '
                      'for clients_per_round clients')
-  if config.simulation != 'tff':
+  if config.simulation not in ('tff', 'fused'):
     raise ValueError(f'--secure_aggregation cannot be combined with '
-                     f'--simulation={config.simulation}: its clients train in TFF and the masking '
-                     'protocol sums their updates (use --simulation=tff)')
+                     f'--simulation={config.simulation}: its clients train in TFF or on the fused '
+                     'path, and the masking protocol sums their updates')
+  if config.simulation == 'fused':
+    spec = algorithms_registry.get(config.algorithm)
+    if not spec.runs_in_graph or spec.build_runner is not None:
+      raise ValueError(f'--secure_aggregation with --simulation=fused runs the local-SGD '
+                       f'algorithms of the fused path, not --algorithm={config.algorithm} '
+                       '(use --simulation=tff)')
+    if config.aggregation.get('secagg_private_metrics'):
+      raise ValueError('--secagg_private_metrics sums each client\'s TFF metrics through the '
+                       'protocol: it needs --simulation=tff')
+    if config.workers:
+      raise ValueError('--simulation=fused does not use --workers')
+    vectorized.check_supported(config.client_optimizer, model_aggregator_is_default=True,
+                               update_attacks=False, simulation='fused')
 
 
 def _build_in_graph(context: BackendContext) -> RoundRunner:
@@ -370,11 +388,19 @@ def _build_in_graph(context: BackendContext) -> RoundRunner:
 
 def _build_secure(context: BackendContext) -> RoundRunner:
   config = context.config
+  fused_phase = None
+  if config.simulation == 'fused':  # a TF1 graph: built before the TFF computations' models
+    spec = algorithms_registry.get(config.algorithm)
+    fused_phase = vectorized.FusedClientPhase(context.task, config.client_learning_rate,
+                                              spec.local_step,
+                                              hparams=algorithms_registry.hparams_of(config),
+                                              client_optimizer=_client_optimizer(config))
   return SecureRunner(secure_rounds.SecureAggregationRounds(
       context.task, config.algorithm, _client_optimizer(config), _server_optimizer(config),
       aggregators.AggregationSettings(**config.aggregation_settings()),
       hparams=config.algorithm_hparams, with_attacks=config.faults.update_attacks,
-      scheduled_client_lr=schedules.scheduled_client_lr(config)), context.task)
+      scheduled_client_lr=schedules.scheduled_client_lr(config), fused_phase=fused_phase),
+      context.task, fused=fused_phase is not None)
 
 
 def _build_tff(context: BackendContext) -> RoundRunner:
@@ -391,7 +417,8 @@ register(Backend('fused', 'all clients in one TF program, one after another (fas
                  _check_in_graph, _build_in_graph))
 register(Backend('vectorized', 'all clients in one TF program, batched with tf.vectorized_map',
                  _check_in_graph, _build_in_graph))
-register(Backend('secure', 'clients in TFF, updates summed by the secure aggregation protocol',
+register(Backend('secure', 'clients in TFF or fused, updates summed by the secure aggregation '
+                 'protocol',
                  _check_secure, _build_secure))
 register(Backend('async', 'FedBuff: buffered asynchronous aggregation on a simulated clock',
                  asynchronous.check, asynchronous.build_runner))
