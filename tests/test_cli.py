@@ -78,7 +78,6 @@ def run_cli(monkeypatch, capsys, tmp_path):
     (['--dp_delta=0.1'], '--dp_delta only applies with --dp'),
     (['--simulation=vectorized', '--aggregator=median'], 'runs the plain mean only'),
     (['--simulation=vectorized', '--algorithm=fedsgd'], 'not fedsgd'),
-    (['--simulation=fused', '--adaptive_clip'], '--simulation=fused does not run --adaptive_clip'),
     (['--simulation=vectorized', '--byzantine_fraction=0.2'], 'runs the plain mean only'),
     (['--simulation=fused', '--workers=127.0.0.1:8000'],
      '--simulation=fused does not use --workers'),

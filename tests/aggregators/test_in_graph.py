@@ -193,6 +193,36 @@ def test_dp_adaptive_moves_the_clip_like_tff():
   np.testing.assert_allclose(clip(ours_state), clip(tff_state), rtol=0.05)
 
 
+@pytest.mark.parametrize('settings', [
+    dict(adaptive_clip=True, clip_norm=2.0, clip_quantile=0.5),
+    dict(adaptive_clip=True, clip_quantile=0.3, aggregator='median'),
+], ids=str)
+def test_adaptive_clip_follows_the_quantile_like_tff_over_rounds(settings):
+  """Three rounds, each state fed back: the clip used and the estimate it moves to are TFF's
+  `PrivateQuantileEstimationProcess.no_noise` state on both paths; it must move each round."""
+  aggregation = in_graph.InGraphAggregation(stack.AggregationSettings(**settings), True, SHAPES)
+  _, _, _, tff_state = _tff(settings, *_clients(), state=None)
+  ours_state = tff_state
+  clips = []
+  for round_num in range(3):
+    deltas, weights = _clients(seed=10 + round_num, scale=0.5 + round_num)
+    mean, measurements, tff_state, _ = _tff(settings, deltas, weights, state=tff_state)
+    stacked = [np.stack([d[i] for d in deltas]) for i in range(len(SHAPES))]
+    ours_mean, ours_state, ours_measurements = aggregation(stacked, weights, None, ours_state)
+    _assert_same((ours_mean, ours_measurements), (mean, measurements))
+    np.testing.assert_allclose(tf.nest.flatten(ours_state['clipping_norm']),
+                               tf.nest.flatten(tff_state['clipping_norm']), rtol=1e-6)
+    clips.append(float(measurements['clipping_norm']))
+  aggregation.close()
+  assert len(set(clips)) == 3  # the clip moved every round
+
+
 def test_refuses_what_it_does_not_run():
-  with pytest.raises(ValueError, match='adaptive_clip'):
-    in_graph.check_supported(stack.AggregationSettings(adaptive_clip=True))
+  from tff_lab import aggregators  # pylint: disable=g-import-not-at-top
+  from tff_lab.aggregators import registry  # pylint: disable=g-import-not-at-top
+  aggregators.register('t_in_graph_plugin', lambda weighted: tff.aggregators.MeanFactory())
+  try:
+    with pytest.raises(ValueError, match='does not run registered aggregators'):
+      in_graph.check_supported(stack.AggregationSettings(aggregator='t_in_graph_plugin'))
+  finally:
+    del registry._BUILDERS['t_in_graph_plugin']  # pylint: disable=protected-access

@@ -33,8 +33,6 @@ def test_the_builtin_backends_are_registered():
     ({'simulation': 'fused', 'algorithm': 'fedsgd'}, 'not fedsgd'),
     ({'simulation': 'vectorized', 'aggregation': {'aggregator': 'median'}},
      'runs the plain mean only; --simulation=fused runs the aggregation settings'),
-    ({'simulation': 'fused', 'aggregation': {'adaptive_clip': True}},
-     '--simulation=fused does not run --adaptive_clip'),
     ({'simulation': 'vectorized', 'aggregation': {'secure_aggregation': True}},
      'cannot be combined with --simulation=vectorized'),
     ({'simulation': 'fused', 'algorithm': 'fedsgd', 'aggregation': {'secure_aggregation': True}},
@@ -104,8 +102,7 @@ def test_the_loop_runs_any_registered_backend_on_the_planners_plans(tmp_path, re
 @pytest.mark.parametrize('settings, kwargs, chosen, reason', [
     ({}, {}, 'fused', 'the fastest backend for this configuration'),
     ({'aggregation': {'aggregator': 'median'}}, {}, 'fused', 'the fastest'),
-    ({'aggregation': {'adaptive_clip': True}}, {}, 'tff',
-     'not fused (--simulation=fused does not run --adaptive_clip'),
+    ({'aggregation': {'adaptive_clip': True}}, {}, 'fused', 'the fastest'),
     ({'algorithm': 'fedsgd'}, {}, 'tff', 'not fused (--simulation=fused runs'),
     ({'algorithm': 'scaffold'}, {}, 'fused', 'the fastest'),  # its own runner, fused phase
     ({'aggregation': {'secure_aggregation': True}}, {}, 'fused', 'the fastest'),

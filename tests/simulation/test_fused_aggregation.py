@@ -49,6 +49,7 @@ CASES = {
     'geometric_median': (dict(aggregator='geometric_median', gm_passes=3), {}),
     'topk': (dict(compression='topk', topk_fraction=0.5), {}),
     'dp_fixed': (dict(dp='fixed', clip_norm=0.1, noise_multiplier=1e-7), {}),
+    'adaptive_clip': (dict(adaptive_clip=True, clip_norm=0.05, clip_quantile=0.5), {}),
     # The masking protocol on the fused client phase: dropouts recovered, attacks, clipping.
     # ... and a client optimiser with state (momentum), carried through the fused local steps.
     'secure': (dict(secure_aggregation=True, clip_norm=0.5),

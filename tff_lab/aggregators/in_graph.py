@@ -8,7 +8,12 @@ setting other than the plain mean it hands the round's per-client deltas, stacke
 
   0. update attacks (sign flip, scale, Gaussian), with `client_work`'s own `_apply_attack` and the
      plans' seeds, then `zero_all_if_any_non_finite` (a non-finite update counts with weight 0);
-  1. clipping to a fixed `clip_norm` (TFF's `clipping_factory`: x / (‖x‖/C) when ‖x‖ > C);
+  1. clipping (TFF's `clipping_factory`: x / (‖x‖/C) when ‖x‖ > C) to a fixed `clip_norm`, or,
+     with `adaptive_clip`, to the estimate of the no-noise quantile query that TFF's
+     `PrivateQuantileEstimationProcess.no_noise` wraps (tensorflow-privacy's
+     `NoPrivacyQuantileEstimatorQuery`, geometric update, Andrew et al. 2021): each client
+     reports whether its norm is at most C, and the estimate moves by exp(−η(b − q)), its state
+     being the TFF process's `state.aggregator['clipping_norm']`;
   2. the rule: the (weighted) mean; a robust rule, through the factory's own `rule(stacked)`
      (`tff_lab.aggregators.robust`: median, trimmed mean, Krum/Multi-Krum) or the geometric
      median's Weiszfeld passes (`robust.weiszfeld_weight`); or DP, through the very
@@ -34,8 +39,8 @@ path: the graph here has no graph-level seed, so a resumed run never replays an 
 noise (noise reused across rounds would void the privacy guarantee); DP runs are therefore not
 bit-reproducible on either path.
 
-Not here (refused by `check_supported`, one line): adaptive clipping without DP (TFF's quantile
-estimation process), registered aggregators, secure aggregation (its own backend).
+Not here (refused by `check_supported`, one line): registered aggregators (their arithmetic is
+TFF code of the plugin's), secure aggregation (its own backend, `tff_lab.algorithms.secure_rounds`).
 """
 
 import collections
@@ -45,6 +50,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+import tensorflow_privacy as tfp
 
 from tff_lab.aggregators import compression
 from tff_lab.aggregators import dp as dp_lib
@@ -58,13 +64,11 @@ def check_supported(settings: stack.AggregationSettings, simulation: str = 'fuse
   if settings.registered:
     raise ValueError(f'--simulation={simulation} does not run registered aggregators '
                      f'(--aggregator={settings.aggregator}); use --simulation=tff')
-  if settings.adaptive_clip:
-    raise ValueError(f'--simulation={simulation} does not run --adaptive_clip (TFF\'s quantile '
-                     'estimation process); use --simulation=tff, or --dp=adaptive')
 
 
-def _stateful(settings: stack.AggregationSettings) -> bool:
-  return settings.dp != 'none'
+def _placeholders(structure: Any) -> Any:
+  """A placeholder for each tensor of `structure` (a query state, fed each round)."""
+  return tf.nest.map_structure(lambda t: tf.compat.v1.placeholder(t.dtype, t.shape), structure)
 
 
 class InGraphAggregation:
@@ -92,6 +96,12 @@ class InGraphAggregation:
     if settings.dp != 'none':
       self._query = dp_lib.dp_query(settings.dp, settings.noise_multiplier,
                                     settings.clients_per_round, settings.clip_norm)
+    self._quantile = None  # adaptive clipping without DP: the clip's quantile query
+    if settings.adaptive_clip:
+      self._quantile = tfp.NoPrivacyQuantileEstimatorQuery(
+          initial_estimate=float(settings.clip_norm or stack.ADAPTIVE_CLIP_INITIAL_NORM),
+          target_quantile=float(settings.clip_quantile),
+          learning_rate=stack.ADAPTIVE_CLIP_LEARNING_RATE, geometric_update=True)
     self.graph = tf.Graph()  # no graph-level seed: DP noise is fresh in every process
     with self.graph.as_default():
       self._deltas = [tf.compat.v1.placeholder(tf.float32, [None, *s]) for s in self._shapes]
@@ -100,11 +110,11 @@ class InGraphAggregation:
           kind=tf.compat.v1.placeholder(tf.int32, [None]),
           scale=tf.compat.v1.placeholder(tf.float32, [None]),
           seed=tf.compat.v1.placeholder(tf.int32, [None]))
-      self._query_state = None
+      self._query_state = self._quantile_state = None
       if self._query is not None:
-        self._query_state = tf.nest.map_structure(
-            lambda t: tf.compat.v1.placeholder(t.dtype, t.shape),
-            self._query.initial_global_state())
+        self._query_state = _placeholders(self._query.initial_global_state())
+      if self._quantile is not None:
+        self._quantile_state = _placeholders(self._quantile.initial_global_state())
       self._outputs = self._build()
     self._session = tf.compat.v1.Session(graph=self.graph)
 
@@ -118,10 +128,18 @@ class InGraphAggregation:
     sizes = [int(np.prod(s, dtype=np.int64)) for s in self._shapes]
     return [tf.reshape(part, s) for part, s in zip(tf.split(x, sizes), self._shapes)]
 
+  def _clip(self) -> Optional[tf.Tensor]:
+    """This round's clip (None: none, or DP's own): fixed, or the quantile query's estimate."""
+    if self._quantile_state is not None:
+      return self._quantile_state.current_estimate
+    if self._settings.dp == 'none' and self._settings.clip_norm is not None:
+      return tf.constant(self._settings.clip_norm, tf.float32)
+    return None
+
   def _client_rows(self):
     """Each client's delta after its attack, zeroed if not finite, clipped: rows [n, d], the
     weights (0 for a non-finite update), and each update's norm before clipping."""
-    clip = self._settings.clip_norm if self._settings.dp == 'none' else None
+    clip = self._clip()
 
     def one(args):
       delta, kind, scale, seed = args
@@ -176,13 +194,28 @@ class InGraphAggregation:
       rule, rule_measurements = stack.robust_factory(s, self._codec).rule(decoded)
       mean, measurements = rule, collections.OrderedDict(
           **rule_measurements, **self._communication(n, upload))
-    if s.clip_norm is not None:
-      clip = tf.constant(s.clip_norm, tf.float32)
+    outputs = collections.OrderedDict()
+    clip = self._clip()
+    if clip is not None:
       clipped = tf.reduce_sum(tf.cast(norms > clip, tf.int32))
       measurements = collections.OrderedDict(
           clipping=measurements, clipping_norm=clip, clipped_count=clipped,
           clipped_fraction=tf.cast(clipped, tf.float32) / tf.cast(n, tf.float32))
-    return collections.OrderedDict(mean=self._unflat(mean), measurements=measurements)
+    if self._quantile is not None:
+      outputs['quantile_state'] = self._next_quantile_state(norms)
+    return collections.OrderedDict(mean=self._unflat(mean), measurements=measurements, **outputs)
+
+  def _next_quantile_state(self, norms: tf.Tensor) -> Any:
+    """`PrivateQuantileEstimationProcess.next`: each norm's record, summed, then the query's
+    update of its estimate."""
+    query, state = self._quantile, self._quantile_state
+    params = query.derive_sample_params(state)
+    spec = query.preprocess_record(params, tf.constant(0.0))
+    records = tf.map_fn(lambda norm: tf.nest.flatten(query.preprocess_record(params, norm)),
+                        norms, fn_output_signature=[t.dtype for t in tf.nest.flatten(spec)])
+    summed = tf.nest.pack_sequence_as(spec, [tf.reduce_sum(r, axis=0) for r in records])
+    _, new_state, _ = query.get_noised_result(summed, state)
+    return new_state
 
   def _mean(self, rows, weights, n):
     """The mean: Σ codec(w·x) / Σw (`MeanFactory`) or Σ codec(x) / n (unweighted)."""
@@ -253,7 +286,7 @@ class InGraphAggregation:
       deltas: Per trainable variable, the reporting clients' deltas stacked [n, ...].
       weights: float32[n]: the clients' example counts (ignored unless weighted and the mean).
       attacks: Per client, its plan's attack (`OrderedDict(kind, scale, seed)`) or None.
-      aggregator_state: The TFF process's `state.aggregator`.
+      aggregator_state: The TFF process's `state.aggregator` (read with DP or adaptive clipping).
 
     Returns:
       The aggregated delta (one array per variable), the aggregator's new state, and the
@@ -268,8 +301,16 @@ class InGraphAggregation:
     if self._query is not None:
       feed.update(zip(tf.nest.flatten(self._query_state),
                       tf.nest.flatten(aggregator_state.query_state)))
+    if self._quantile is not None:  # clipping_factory's state: (estimator (query, sum), ...)
+      feed.update(zip(tf.nest.flatten(self._quantile_state),
+                      tf.nest.flatten(aggregator_state['clipping_norm'][0])))
     out = self._session.run(self._outputs, feed)
     new_state = aggregator_state
+    if self._quantile is not None:
+      estimator = aggregator_state['clipping_norm']
+      query_state = tf.nest.pack_sequence_as(estimator[0], tf.nest.flatten(out['quantile_state']))
+      new_state = type(aggregator_state)(aggregator_state)
+      new_state['clipping_norm'] = type(estimator)([query_state, *estimator[1:]])
     if self._query is not None:
       query_state = tf.nest.pack_sequence_as(aggregator_state.query_state,
                                              tf.nest.flatten(out['query_state']))
