@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tff_lab.evaluation import federated
+from tff_lab.evaluation import fused as fused_evaluation
 from tff_lab.training import checkpoint
 from tff_lab.training import config as config_lib
 from tff_lab.training import loop
@@ -109,7 +111,7 @@ def test_fused_run_equals_tff_run_and_resumes_exactly(tmp_path):
   def config(simulation, name, rounds):
     return config_lib.ExperimentConfig(
         task='digits', task_options={'model': 'mlp', 'num_clients': 10}, rounds=rounds,
-        clients_per_round=6, eval_every=0, checkpoint_every=1, client_batch_size=16,
+        clients_per_round=6, eval_every=4, checkpoint_every=1, client_batch_size=16,
         client_epochs=2, straggler_fraction=0.3, dropout_fraction=0.2, byzantine_fraction=0.2,
         attack='label_flip', root_output_dir=str(tmp_path), experiment_name=name,
         progress=False, simulation=simulation)
@@ -125,6 +127,17 @@ def test_fused_run_equals_tff_run_and_resumes_exactly(tmp_path):
   assert fused_summary['final_metrics']['train_loss'] == pytest.approx(
       tff_summary['final_metrics']['train_loss'], rel=1e-4)
   assert fused_summary['final_metrics']['faults/dropped'] == 1
+  # Each evaluated the same model its own way (in-graph on fused, TFF's runtime on tff).
+  task = loop.build_task(config('fused', 'fused', 4))
+  assert isinstance(loop.create_evaluation(config('fused', 'x', 4), task),
+                    fused_evaluation.FusedEvaluation)
+  assert isinstance(loop.create_evaluation(config('tff', 'x', 4), task),
+                    federated.TFFEvaluation)
+  evaluated = [k for k in tff_summary['final_metrics'] if k.startswith(('fed_eval', 'central'))]
+  assert 'fed_eval_client_accuracy_p10' in evaluated and 'central_eval_loss' in evaluated
+  for key in evaluated:
+    assert fused_summary['final_metrics'][key] == pytest.approx(
+        tff_summary['final_metrics'][key], rel=1e-4, abs=2e-3), key  # abs: one histogram bin
   loop.run_experiment(config('fused', 'resumed', 2))
   resumed = loop.run_experiment(config('fused', 'resumed', 4))
   assert resumed['resumed_from_round'] == 2
@@ -311,7 +324,6 @@ def test_metrics_csv_has_the_same_columns_whatever_the_backend_and_aggregator(tm
 
 
 def test_evaluation_shows_progress_per_chunk(tmp_path, monkeypatch):
-  from tff_lab.evaluation import federated  # pylint: disable=g-import-not-at-top
   bars = []
   real_tqdm = loop.tqdm.tqdm
 

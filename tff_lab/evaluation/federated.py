@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_lab.evaluation import centralized
 from tff_lab.metrics import accuracy as accuracy_lib
 from tff_lab.tasks import task as task_lib
 
@@ -169,3 +170,28 @@ def evaluate_federated(task: task_lib.Task, weights, computation=None, client_id
     if progress is not None:
       progress(len(chunk))
   return summarize(total)
+
+
+class TFFEvaluation:
+  """The training loop's evaluation on TFF's runtime: `evaluate_federated` with its computation
+  built once, and `centralized.evaluate_centralized` with one Keras model. The fast path's
+  `tff_lab.evaluation.fused.FusedEvaluation` has the same interface and results."""
+
+  def __init__(self, task: task_lib.Task):
+    self._task = task
+    self._computation = build_federated_evaluation(task)  # TFF tracing
+    # Made at the first evaluation, after the run's TFF tracing: a Keras model made inside
+    # TFF's graphs invalidates those made before.
+    self._keras_model = None
+
+  def federated(self, weights, progress: Optional[Callable[[int], None]] = None
+                ) -> 'collections.OrderedDict[str, float]':
+    return evaluate_federated(self._task, weights, self._computation, progress=progress)
+
+  def centralized(self, weights) -> 'collections.OrderedDict[str, float]':
+    if self._keras_model is None:
+      self._keras_model = self._task.model_fn()
+    return centralized.evaluate_centralized(self._task, weights, self._keras_model)
+
+  def close(self) -> None:
+    """Nothing to release."""

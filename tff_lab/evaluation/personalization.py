@@ -329,7 +329,7 @@ class ClientReport:
 
   def __init__(self, task: task_lib.Task, initial_weights, learning_rate: float, seed: int,
                finetune_epochs: int = 0, local_baseline_epochs: int = 0,
-               personalized: bool = False):
+               personalized: bool = False, evaluate_global: Optional[Callable] = None):
     """Builds the report's TFF computations (tracing).
 
     Args:
@@ -341,6 +341,9 @@ class ClientReport:
       finetune_epochs: k of the fine-tuned model; 0: none.
       local_baseline_epochs: E of the local baseline; 0: none.
       personalized: The algorithm has personalised models (`evaluate` is then given them).
+      evaluate_global: `(weights, client_ids) -> evaluate_each(...)'s results` for the global
+        model, e.g. the fast path's `tff_lab.evaluation.fused.FusedEvaluation.each`; None:
+        `evaluate_each` with a TFF computation built here.
     """
     check_task(task, finetune_epochs, local_baseline_epochs)
     self._task = task
@@ -350,7 +353,10 @@ class ClientReport:
     self.finetune_epochs = int(finetune_epochs)
     self.local_baseline_epochs = int(local_baseline_epochs)
     self.client_ids = list(task.test_data.client_ids)
-    self._eval = build_per_client_evaluation(task)
+    self._evaluate_global = evaluate_global
+    if evaluate_global is None:
+      computation = build_per_client_evaluation(task)
+      self._evaluate_global = lambda weights, ids: evaluate_each(task, weights, ids, computation)
     # Every computation is built here: tracing makes TF1 graphs, which invalidate Keras models
     # made earlier (the training loop builds the report before its own Keras model).
     self._eval_own = (build_per_client_evaluation(task, per_client_weights=True)
@@ -380,7 +386,7 @@ class ClientReport:
         personalised models, or None.
     """
     results = collections.OrderedDict()
-    results['global'] = evaluate_each(self._task, global_weights, self.client_ids, self._eval)
+    results['global'] = self._evaluate_global(global_weights, self.client_ids)
     if personal_model_weights is not None:
       if self._eval_own is None:
         raise ValueError('ClientReport was built with personalized=False')

@@ -48,6 +48,7 @@ from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.algorithms import schedules
 from tff_lab.evaluation import centralized
 from tff_lab.evaluation import federated
+from tff_lab.evaluation import fused as fused_evaluation
 from tff_lab.evaluation import personalization
 from tff_lab.metrics import plotting
 from tff_lab.metrics import writers
@@ -281,19 +282,29 @@ def _restore_or_init(process, task, config, ckpt_dir, csv_writer, client_store=N
   return state, 0
 
 
-def _evaluate(task, weights, fed_eval, keras_model, show_progress: bool = False
+def _evaluate(task, weights, evaluation, show_progress: bool = False
               ) -> 'collections.OrderedDict[str, Any]':
   """Federated then centralised evaluation; the federated one has its own progress bar (test
   clients evaluated, one update per chunk of `federated.CHUNK_CLIENTS`), off with --noprogress."""
   out = collections.OrderedDict()
   with tqdm.tqdm(total=len(task.test_data.client_ids), desc='evaluation', unit='client',
                  leave=False, disable=not show_progress, dynamic_ncols=True) as bar:
-    for k, v in federated.evaluate_federated(task, weights, fed_eval,
-                                             progress=bar.update).items():
+    for k, v in evaluation.federated(weights, progress=bar.update).items():
       out[f'fed_eval_{k}'] = v
-  for k, v in centralized.evaluate_centralized(task, weights, keras_model).items():
+  for k, v in evaluation.centralized(weights).items():
     out[f'central_eval_{k}'] = v
   return out
+
+
+def create_evaluation(config: config_lib.ExperimentConfig, task):
+  """The run's evaluation: in-graph (`fused.FusedEvaluation`) with an in-graph backend where the
+  task allows it, else on TFF's runtime (`federated.TFFEvaluation`); None without evaluation.
+  Same metrics either way (each makes its Keras model at its first evaluation)."""
+  if not config.eval_every:
+    return None
+  if config.simulation in ('fused', 'vectorized') and fused_evaluation.supports(task):
+    return fused_evaluation.FusedEvaluation(task)
+  return federated.TFFEvaluation(task)
 
 
 def _set_execution_context(config: config_lib.ExperimentConfig) -> None:
@@ -385,16 +396,19 @@ def _build_runner(config, task, process, model_aggregator):
   return schedules.ScheduledRunner.wrap(runner, config), client_store
 
 
-def _build_report(config, task, personalized: bool
+def _build_report(config, task, personalized: bool, evaluation=None
                   ) -> Optional[personalization.ClientReport]:
-  """The per-client report evaluated with every evaluation (None without evaluation)."""
+  """The per-client report evaluated with every evaluation (None without evaluation); the
+  global model's per-client results from the fast path's `evaluation` where it is one."""
   if not config.eval_every:
     return None
   initial = (initial_model_weights(task, config.seed) if config.local_baseline_epochs else None)
   return personalization.ClientReport(
       task, initial, config.client_learning_rate, config.seed,
       finetune_epochs=config.finetune_epochs, local_baseline_epochs=config.local_baseline_epochs,
-      personalized=personalized)
+      personalized=personalized,
+      evaluate_global=(evaluation.each if isinstance(evaluation, fused_evaluation.FusedEvaluation)
+                       else None))
 
 
 # Shown in the progress bar, where released.
@@ -464,10 +478,9 @@ class _Run:
   process: Any  # the TFF learning process: initial state, model weights, checkpoint structure
   runner: backends.RoundRunner  # the backend's runner of a round's plan
   client_store: Any  # per-client state (SCAFFOLD, Ditto, ...), or None
-  fed_eval: Any  # federated evaluation, or None without evaluation
+  evaluation: Any  # federated and centralised evaluation (`create_evaluation`), or None
   personal: Any  # the runner's personalised models (Ditto, FedRep), or None
   report: Any  # the per-client report
-  keras_model: Any  # for centralised evaluation
 
 
 def _build_run(config, task, model_aggregator) -> _Run:
@@ -475,11 +488,12 @@ def _build_run(config, task, model_aggregator) -> _Run:
   model_aggregator = create_model_aggregator(config, model_aggregator)
   process = build_process(config, task, model_aggregator)
   runner, client_store = _build_runner(config, task, process, model_aggregator)
-  fed_eval = federated.build_federated_evaluation(task) if config.eval_every else None
+  evaluation = create_evaluation(config, task)
   # A runner whose algorithm keeps personalised models gives them (Ditto, FedRep).
   personal = getattr(runner, 'personal_model_weights', None)
-  report = _build_report(config, task, personal is not None)  # traces: before any Keras model
-  return _Run(process, runner, client_store, fed_eval, personal, report, task.model_fn())
+  report = _build_report(config, task, personal is not None,  # traces: before any Keras model
+                         evaluation)
+  return _Run(process, runner, client_store, evaluation, personal, report)
 
 
 def _train(config, task, model_aggregator, record: experiment_dir.RunRecord,
@@ -537,10 +551,10 @@ def _finish_round(config, task, run: _Run, state, round_num: int, metrics, relea
                   metric_writers, record: experiment_dir.RunRecord, ckpt_dir: str):
   """Evaluates when due, releases and writes the round's metrics (CSV, summary.json, TensorBoard)
   and checkpoints when due; returns the released metrics."""
-  if run.fed_eval is not None and (round_num % config.eval_every == 0
+  if run.evaluation is not None and (round_num % config.eval_every == 0
                                    or round_num == config.rounds):
     weights = run.process.get_model_weights(state)
-    metrics.update(_evaluate(task, weights, run.fed_eval, run.keras_model, config.progress))
+    metrics.update(_evaluate(task, weights, run.evaluation, config.progress))
     metrics.update(run.report.evaluate(weights, run.personal))
   metrics = release.apply(metrics)  # what may leave the process (all of it without DP)
   csv_writer, tb_writer = metric_writers
