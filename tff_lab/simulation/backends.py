@@ -357,8 +357,6 @@ def _check_secure(config) -> None:
                        'protocol: it needs --simulation=tff')
     if config.workers:
       raise ValueError('--simulation=fused does not use --workers')
-    vectorized.check_supported(config.client_optimizer, model_aggregator_is_default=True,
-                               update_attacks=False, simulation='fused')
 
 
 def _build_in_graph(context: BackendContext) -> RoundRunner:
