@@ -35,6 +35,10 @@ rounds include tracing). examples/s = examples per round / median round time.
 Each row's individual timed rounds are printed too: on a shared machine their spread tells how far
 the ratios can be trusted.
 
+Beside each row: its achieved FLOP/s (examples/s x 3x the forward FLOPs from the layer shapes,
+`forward_flops`) and the peak, the median `--peak_size` float32 matmul (`matmul_peak`) measured
+after the timed rounds (benchmarks/workloads.py says how).
+
 The script prints a table, then one JSON line (`{"workload": "W1", ...}`) for tooling.
 
 Run (from the repository root; the defaults are W1):
@@ -79,12 +83,46 @@ _CLIENTS = flags.DEFINE_integer('clients', 100, 'Clients, all of them trained ev
 _EXAMPLES_PER_CLIENT = flags.DEFINE_integer('examples_per_client', 100, 'Examples per client.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 20, 'Client (and centralised) batch size.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and of client sampling.')
+_PEAK_SIZE = flags.DEFINE_integer('peak_size', 2048, 'Side of the peak-measuring matmul.')
+_PEAK_REPEATS = flags.DEFINE_integer('peak_repeats', 7, 'Timed matmuls for the peak (median).')
 
 WORKLOAD = 'W1'
 INPUT_DIM = 784
 NUM_CLASSES = 10
 CLIENT_LR = 0.1
 SERVER_LR = 1.0
+
+
+def forward_flops(model: tf.keras.Model) -> int:
+  """Forward FLOPs of one example through `model`, from its layer shapes (workloads.py)."""
+  total = 0
+  for layer in model.layers:
+    if isinstance(layer, tf.keras.layers.Dense):
+      in_dim = int(layer.input.shape[-1])
+      positions = int(np.prod(layer.input.shape[1:-1] or [1]))
+      total += 2 * in_dim * layer.units * positions
+    elif isinstance(layer, tf.keras.layers.Conv2D):
+      kh, kw = layer.kernel_size
+      cin = int(layer.input.shape[-1])
+      _, h, w, cout = layer.output.shape
+      total += 2 * kh * kw * cin * int(cout) * int(h) * int(w)
+    elif isinstance(layer, tf.keras.layers.LSTM):
+      steps, in_dim = int(layer.input.shape[1]), int(layer.input.shape[-1])
+      total += steps * 8 * layer.units * (in_dim + layer.units)
+  return total
+
+
+def matmul_peak(size: int, repeats: int) -> float:
+  """FLOP/s of a `size` x `size` float32 matmul: the median of `repeats` timed runs."""
+  a = tf.random.stateless_uniform([size, size], seed=[1, 2])
+  b = tf.random.stateless_uniform([size, size], seed=[3, 4])
+  tf.matmul(a, b).numpy()  # warm-up
+  seconds = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    tf.matmul(a, b).numpy()
+    seconds.append(time.perf_counter() - t0)
+  return 2 * size ** 3 / statistics.median(seconds)
 
 
 def make_client_arrays(num_clients: int, examples_per_client: int, seed: int
@@ -167,19 +205,26 @@ def make_plans(task: task_lib.Task, seed: int):
   return plan_lib.RoundPlanner(task, len(task.train_data.client_ids), seed=seed).plan
 
 
-def bench_vanilla_tff(train_data, batch_size: int):
-  """Row 2: TFF's tutorial recipe, on the same managed runtime."""
+def bench_vanilla_tff(train_data, batch_size: int, model_fn=None, loss_fn=None, plans=None,
+                      num_epochs: int = 1):
+  """Row 2: TFF's tutorial recipe, on the same managed runtime.
+
+  `model_fn` and `loss_fn` default to W1's 2NN and sparse cross-entropy; with `plans` (a
+  `RoundPlanner.plan`) each round trains that plan's clients, else every client.
+  """
   client_ids = list(train_data.client_ids)
+  model_fn_ = model_fn or functools.partial(models.build_2nn, (INPUT_DIM,), NUM_CLASSES)
+  loss_fn_ = loss_fn or tf.keras.losses.SparseCategoricalCrossentropy
 
   def preprocess(dataset):
-    return dataset.shuffle(100).batch(batch_size)
+    return dataset.shuffle(100).repeat(num_epochs).batch(batch_size)
 
   input_spec = preprocess(train_data.create_tf_dataset_for_client(client_ids[0])).element_spec
 
   def model_fn():
     return tff.learning.models.from_keras_model(
-        models.build_2nn((INPUT_DIM,), NUM_CLASSES),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        model_fn_(),
+        loss=loss_fn_(),
         input_spec=input_spec,
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
 
@@ -188,22 +233,27 @@ def bench_vanilla_tff(train_data, batch_size: int):
       client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=CLIENT_LR),
       server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=SERVER_LR))
 
-  def make_datasets(unused_round_num):
-    return [preprocess(train_data.create_tf_dataset_for_client(c)) for c in client_ids]
+  def make_datasets(round_num):
+    ids = client_ids if plans is None else plans(round_num).client_ids
+    return [preprocess(train_data.create_tf_dataset_for_client(c)) for c in ids]
 
   return process, make_datasets
 
 
-def bench_centralized(arrays, batch_size: int, seed: int):
-  """Row 3: one epoch over the pooled examples per round, in one tf.function."""
+def bench_centralized(arrays, batch_size: int, seed: int, model_fn=None, loss_fn=None,
+                      num_epochs: int = 1, learning_rate: float = CLIENT_LR):
+  """Row 3: `num_epochs` epochs over the pooled examples per round, in one tf.function.
+
+  `model_fn` and `loss_fn` default to W1's 2NN and sparse cross-entropy.
+  """
   x, y = client_data.pool(arrays)
   tf.keras.utils.set_random_seed(seed)
-  model = models.build_2nn((INPUT_DIM,), NUM_CLASSES)
-  optimizer = tf.keras.optimizers.SGD(learning_rate=CLIENT_LR)
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy()
+  model = (model_fn or functools.partial(models.build_2nn, (INPUT_DIM,), NUM_CLASSES))()
+  optimizer = tf.keras.optimizers.SGD(learning_rate=learning_rate)
+  loss_fn = (loss_fn or tf.keras.losses.SparseCategoricalCrossentropy)()
   dataset = (tf.data.Dataset.from_tensor_slices((x, y))
              .shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-             .batch(batch_size))
+             .repeat(num_epochs).batch(batch_size))
 
   @tf.function
   def train_epoch(ds):
@@ -218,7 +268,7 @@ def bench_centralized(arrays, batch_size: int, seed: int):
   def next_fn(unused_state, ds):
     train_epoch(ds).numpy()  # the first call traces and builds the optimizer (a warm-up round)
     return types.SimpleNamespace(state=None, metrics={'client_work': {'train': {
-        'num_examples': len(y)}}})
+        'num_examples': len(y) * num_epochs}}})
 
   return types.SimpleNamespace(initialize=lambda: None, next=next_fn), lambda unused: dataset
 
@@ -259,6 +309,7 @@ def main(argv):
     rows['vanilla TFF'] = bench_vanilla_tff(task.train_data, _BATCH_SIZE.value)
     rows['centralised Keras'] = bench_centralized(arrays, _BATCH_SIZE.value, _SEED.value)
     timings = time_interleaved(rows, _WARMUP_ROUNDS.value, _ROUNDS.value, examples)
+    peak = matmul_peak(_PEAK_SIZE.value, _PEAK_REPEATS.value)
   finally:
     runtime.stop_all_workers()
 
@@ -270,13 +321,15 @@ def main(argv):
   for name, seconds in timings.items():
     print(f'{name:<20s} timed rounds (s): ' + ' '.join(f'{t:.3f}' for t in seconds))
   header = (f'{"name":<20s} {"median s/round":>15s} {"examples/s":>12s} {"vs vanilla TFF":>15s} '
-            f'{"vs centralised":>15s}')
+            f'{"vs centralised":>15s} {"GFLOP/s":>10s} {"peak GFLOP/s":>13s} {"of peak":>8s}')
+  train_flops = 3 * forward_flops(models.build_2nn((INPUT_DIM,), NUM_CLASSES))
   print()
   print(header)
   print('-' * len(header))
   for name in timings:
     print(f'{name:<20s} {median[name]:>15.3f} {rate[name]:>12.0f} {rate[name] / vanilla:>14.2f}x '
-          f'{rate[name] / central:>14.3f}x')
+          f'{rate[name] / central:>14.3f}x {rate[name] * train_flops / 1e9:>10.3f} '
+          f'{peak / 1e9:>13.1f} {rate[name] * train_flops / peak:>7.2%}')
   print()
   best = 'tff_lab fused'
   print(json.dumps({
@@ -292,6 +345,9 @@ def main(argv):
           'vanilla_tff': round(vanilla, 1),
           'centralized_keras': round(central, 1),
       },
+      'train_flops_per_example': train_flops,
+      'peak_flops_per_second': round(peak, 1),
+      'flops_per_second_fused': round(rate[best] * train_flops, 1),
   }))
 
 
