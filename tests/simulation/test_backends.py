@@ -152,3 +152,25 @@ def test_the_loop_runs_and_records_the_backend_auto_chose(tmp_path, caplog):
 def _rows(path):
   with open(path, newline='') as f:
     return list(csv.DictReader(f))
+
+
+def test_a_next_token_task_runs_on_tff_under_auto_and_is_refused_on_fused(tmp_path, caplog):
+  """The in-graph local step weighs one loss per example; a sequence model has one per position.
+  Known only once the task is built: auto falls back and says why, fused is refused in one line,
+  before any tracing and before the experiment directory is written."""
+  def config(name, simulation):
+    return config_lib.ExperimentConfig(
+        task='shakespeare_plays',
+        task_options={'max_clients': 4, 'max_chars_per_client': 600, 'seed': 1,
+                      'cache_dir': str(tmp_path / 'cache')},
+        rounds=1, clients_per_round=2, eval_every=0, root_output_dir=str(tmp_path),
+        experiment_name=name, progress=False, simulation=simulation)
+
+  with pytest.raises(config_lib.ConfigError, match='^--simulation=fused trains models with one '
+                     "loss per example, not a next_token task's") as e:
+    loop.run_experiment(config('fused', 'fused'))
+  assert '\n' not in str(e.value) and not (tmp_path / 'fused').exists()
+  loop.run_experiment(config('auto', 'auto'))
+  assert "runs tff: not fused (--simulation=fused trains models with one loss per example" in (
+      caplog.text)
+  assert json.loads((tmp_path / 'auto' / 'config.json').read_text())['simulation'] == 'tff'

@@ -127,12 +127,22 @@ def simulation_names() -> tuple[str, ...]:
   return (AUTO,) + tuple(name for name in BACKENDS if name != 'secure')
 
 
-def resolve(config, has_model_aggregator: bool = False) -> tuple[Any, str]:
+def check_task(config, prediction_kind: str) -> None:
+  """Raises a one-line ValueError where the in-graph paths cannot train the task's model: their
+  local step weighs one loss per example, and a `next_token` model has one per position."""
+  if config.simulation in vectorized.SIMULATION_CLIENT_LOOPS and prediction_kind == 'next_token':
+    raise ValueError(f'--simulation={config.simulation} trains models with one loss per '
+                     'example, not a next_token task\'s loss per position; use --simulation=tff')
+
+
+def resolve(config, has_model_aggregator: bool = False,
+            prediction_kind: Optional[str] = None) -> tuple[Any, str]:
   """`config` with `--simulation=auto` replaced by the backend that will run it, and why.
 
   Auto takes the first backend of `AUTO_ORDER` whose check, and the algorithm's, accept the
-  configuration (a `model_aggregator` passed to the loop runs on `tff` only). Other values are
-  returned as they are, with an empty reason.
+  configuration (a `model_aggregator` passed to the loop runs on `tff` only), and, given the
+  task's `prediction_kind`, `check_task`. Other values are returned as they are, with an empty
+  reason.
 
   Raises:
     ValueError: One line, if no backend can run it (the reason `tff` refuses it).
@@ -146,6 +156,8 @@ def resolve(config, has_model_aggregator: bool = False) -> tuple[Any, str]:
       if has_model_aggregator and name != 'tff':
         raise ValueError('a model_aggregator passed to run_experiment runs on tff only')
       check(candidate)  # the backend's check, and the algorithm's on it
+      if prediction_kind is not None:
+        check_task(candidate, prediction_kind)
     except ValueError as e:
       refusals.append((name, str(e)))
       continue

@@ -449,10 +449,20 @@ def run_experiment(config: config_lib.ExperimentConfig, model_aggregator=None,
   if model_aggregator is not None:  # recorded in config.json: resuming without it is refused
     kind = type(model_aggregator)
     config = dataclasses.replace(config, model_aggregator=f'{kind.__module__}.{kind.__qualname__}')
+  requested = config
   config, why = backends.resolve(config, has_model_aggregator=model_aggregator is not None)
   check_model_aggregator(config, model_aggregator)
   task = build_task(config)
   config.validate_against_task(len(task.train_data.client_ids), task.prediction_kind)
+  try:  # what the backend cannot train is known from the task
+    if requested.simulation == backends.AUTO:
+      config, why = backends.resolve(dataclasses.replace(config, simulation=backends.AUTO),
+                                     has_model_aggregator=model_aggregator is not None,
+                                     prediction_kind=task.prediction_kind)
+    else:
+      backends.check_task(config, task.prediction_kind)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
   try:  # the latency file names the task's clients; async concurrency fits them
     asynchronous.check_against_task(config, task)
   except ValueError as e:
