@@ -20,8 +20,8 @@ every row, then round k+1; `round_throughput.time_interleaved`), all on the same
 
   * `tff_lab fused`: the `fused` backend, built as `round_throughput`'s fused row
     (`InGraphRunner(VectorizedRounds(..., client_loop='sequential'))`); it first runs round 1
-    once untimed, and if that fails the row is left out with the error printed (W3 at the time
-    of writing: `fused_failure`);
+    once untimed, and if that fails the row is left out with the error printed
+    (`fused_failure`; W3's, before the fast path trained sequence models);
   * `tff_lab tff`: the `tff` backend (`round_throughput.bench_tff_lab`);
   * `vanilla TFF`: `round_throughput.bench_vanilla_tff` with this workload's model, on each
     plan's clients;

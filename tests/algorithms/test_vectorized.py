@@ -1,6 +1,8 @@
 """The in-graph simulation paths (fused and vectorized) give the TFF path's states to float32
 round-off."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,6 +12,7 @@ from tff_lab import faults
 from tff_lab import tasks
 from tff_lab.algorithms import registry
 from tff_lab.algorithms import vectorized
+from tff_lab.models import shakespeare as shakespeare_models
 from tff_lab.simulation import plan as plan_lib
 
 
@@ -59,6 +62,89 @@ def test_rounds_match_tff_path(name, mu, server, client_loop):
   for x, y in zip(tf.nest.flatten(tff_state), tf.nest.flatten(vec_state)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
   assert type(tff_state.finalizer) is type(vec_state.finalizer)
+  rounds.close()
+
+
+def _sequence_task(kind):
+  """A small task whose model makes many predictions per example: next-token prediction with an
+  LSTM (padded sequences, masked embedding), or multi-label tags (multi-hot targets)."""
+  rng = np.random.default_rng(0)
+  n = 90
+  if kind == 'next_token':
+    length, vocab = 6, 7
+    x = rng.integers(1, vocab, size=(n, length))
+    x[rng.random(n) < 0.4, 4:] = 0  # padded tails
+    y = np.concatenate([x[:, 1:], np.zeros((n, 1), x.dtype)], axis=1)
+    model_fn = functools.partial(shakespeare_models.build_shakespeare_lstm, vocab, length,
+                                 embedding_dim=4, lstm_units=8)
+    loss_fn = functools.partial(tf.keras.losses.SparseCategoricalCrossentropy, from_logits=True)
+  else:
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    y = (rng.random((n, 8)) < 0.3).astype(np.float32)
+    model_fn = lambda: tf.keras.Sequential([tf.keras.Input((5,)),
+                                            tf.keras.layers.Dense(8, activation='sigmoid')])
+    loss_fn = tf.keras.losses.BinaryCrossentropy
+  sizes = np.cumsum([20, 14, 25, 31])  # uneven clients, short last batches
+  parts = np.split(rng.permutation(n), sizes[:-1])
+  task = tasks.from_arrays(x, y, model_fn=model_fn, prediction_kind=kind, partition=parts,
+                           loss_fn=loss_fn, test_fraction=0.25)
+  return task.with_train_spec(batch_size=4, num_epochs=2)
+
+
+# vectorized_map cannot vectorise the LSTM's loop (backends.check_task refuses it).
+@pytest.mark.parametrize('kind, client_loop', [('next_token', 'sequential'),
+                                               ('multi_label', 'sequential'),
+                                               ('multi_label', 'vectorized_map')])
+def test_models_with_many_predictions_per_example_match_tff(kind, client_loop):
+  # TFF's loss is the mean over batch × positions; its accuracy counts non-padding targets.
+  tf.random.set_seed(0)
+  task = _sequence_task(kind)
+  sgd = algorithms.create_optimizer('sgd', 0.5)
+  server = algorithms.create_optimizer('sgd', 1.0)
+  process = algorithms.create_learning_process('fedavg', task, sgd, server)
+  rounds = vectorized.VectorizedRounds(task, 0.5, server, client_loop=client_loop)
+  tff_state = vec_state = process.set_model_weights(process.initialize(),
+                                                    plan_lib.initial_model_weights(task, 0))
+  planner = plan_lib.RoundPlanner(task, 3, seed=0)
+  for r in range(1, 3):
+    plans = list(planner.plan(r).clients)
+    tff_out = process.next(tff_state, faults.materialize_client_inputs(task, plans, 10))
+    vec_out = rounds.next(vec_state, plans)
+    tff_state, vec_state = tff_out.state, vec_out.state
+    a, b = tff_out.metrics['client_work']['train'], vec_out.metrics['client_work']['train']
+    assert a['num_examples'] == b['num_examples'] and a['num_batches'] == b['num_batches']
+    assert a['loss'] == pytest.approx(b['loss'], rel=1e-5)
+    assert a['accuracy'] == pytest.approx(b['accuracy'], abs=1e-6)
+  for x, y in zip(tf.nest.flatten(tff_state), tf.nest.flatten(vec_state)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
+  rounds.close()
+
+
+def test_a_saturated_softmax_trains_as_on_the_tff_path():
+  # The output bias pushes class 0 up by 40 nats: every other example has p(true) < 1e-7.
+  # TFF's client work (from_keras_model) then takes the cross-entropy of probabilities clipped
+  # at 1e-7 (capped at 16.12 per example, no gradient through the cap), not of the logits as
+  # Keras's fit does; the in-graph path must do as TFF's, in this regime too.
+  tf.random.set_seed(0)
+  task = tasks.create_task('digits', {'model': 'mlp', 'num_clients': 6, 'seed': 2})
+  sgd = algorithms.create_optimizer('sgd', 0.01)
+  process = algorithms.create_learning_process('fedavg', task, sgd,
+                                               algorithms.create_optimizer('sgd', 1.0))
+  rounds = vectorized.VectorizedRounds(task, 0.01, algorithms.create_optimizer('sgd', 1.0))
+  weights = plan_lib.initial_model_weights(task, 0)
+  bias = np.array(weights.trainable[-1])
+  bias[0] += 40.0
+  weights.trainable[-1] = bias
+  state = process.set_model_weights(process.initialize(), weights)
+  plans = list(plan_lib.RoundPlanner(task, 4, seed=0).plan(1).clients)
+  tff_out = process.next(state, faults.materialize_client_inputs(task, plans, 10))
+  fused_out = rounds.next(state, plans)
+  tff_loss = tff_out.metrics['client_work']['train']['loss']
+  assert tff_loss > 10.0  # saturated
+  assert fused_out.metrics['client_work']['train']['loss'] == pytest.approx(tff_loss, rel=1e-5)
+  for x, y in zip(tff_out.state.global_model_weights.trainable,
+                  fused_out.state.global_model_weights.trainable):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
   rounds.close()
 
 

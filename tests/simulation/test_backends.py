@@ -154,23 +154,31 @@ def _rows(path):
     return list(csv.DictReader(f))
 
 
-def test_a_next_token_task_runs_on_tff_under_auto_and_is_refused_on_fused(tmp_path, caplog):
-  """The in-graph local step weighs one loss per example; a sequence model has one per position.
-  Known only once the task is built: auto falls back and says why, fused is refused in one line,
-  before any tracing and before the experiment directory is written."""
-  def config(name, simulation):
+def test_a_next_token_task_trains_on_fused_as_on_tff_and_is_refused_where_it_cannot(tmp_path):
+  """A sequence model has one loss per position and one prediction per non-padding target. The
+  fused FedAvg round trains it as TFF does, and `auto` picks it; the paths that cannot (the
+  vectorized loop, algorithms with their own runner) refuse in one line, known only once the task
+  is built, before any tracing and before the experiment directory is written."""
+  def config(name, simulation, **kwargs):
     return config_lib.ExperimentConfig(
         task='shakespeare_plays',
         task_options={'max_clients': 4, 'max_chars_per_client': 600, 'seed': 1,
                       'cache_dir': str(tmp_path / 'cache')},
         rounds=1, clients_per_round=2, eval_every=0, root_output_dir=str(tmp_path),
-        experiment_name=name, progress=False, simulation=simulation)
+        experiment_name=name, progress=False, simulation=simulation, **kwargs)
 
-  with pytest.raises(config_lib.ConfigError, match='^--simulation=fused trains models with one '
-                     "loss per example, not a next_token task's") as e:
-    loop.run_experiment(config('fused', 'fused'))
-  assert '\n' not in str(e.value) and not (tmp_path / 'fused').exists()
+  for name, simulation, kwargs, message in [
+      ('vectorized', 'vectorized', {}, '^--simulation=vectorized cannot vectorise a sequence'),
+      ('scaffold', 'fused', {'algorithm': 'scaffold'},
+       '^--algorithm=scaffold on --simulation=fused counts one prediction per example, not a '
+       "next_token task's")]:
+    with pytest.raises(config_lib.ConfigError, match=message) as e:
+      loop.run_experiment(config(name, simulation, **kwargs))
+    assert '\n' not in str(e.value) and not (tmp_path / name).exists()
   loop.run_experiment(config('auto', 'auto'))
-  assert "runs tff: not fused (--simulation=fused trains models with one loss per example" in (
-      caplog.text)
-  assert json.loads((tmp_path / 'auto' / 'config.json').read_text())['simulation'] == 'tff'
+  loop.run_experiment(config('tff', 'tff'))
+  assert json.loads((tmp_path / 'auto' / 'config.json').read_text())['simulation'] == 'fused'
+  fused, tff_row = _rows(tmp_path / 'auto' / 'metrics.csv')[-1], _rows(
+      tmp_path / 'tff' / 'metrics.csv')[-1]
+  for key in ('train_loss', 'train_accuracy', 'train_examples'):
+    assert float(fused[key]) == pytest.approx(float(tff_row[key]), rel=1e-4), key

@@ -112,6 +112,7 @@ def build_client_work(task: task_lib.Task, optimizer: tff.learning.optimizers.Op
                       mu: float = 0.0, weighted: bool = True, with_attacks: bool = False,
                       loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
                       scheduled_client_lr: Optional[float] = None,
+                      state_only: bool = False,
                       ) -> tff.learning.templates.ClientWorkProcess:
   """Returns local (proximal) SGD on `task`'s model.
 
@@ -128,22 +129,21 @@ def build_client_work(task: task_lib.Task, optimizer: tff.learning.optimizers.Op
       round by `tff_lab.simulation.backends.ScheduledRunner`), broadcast to the clients, whose
       optimiser uses it in place of its own. None (default): the optimiser's own rate, and no
       state.
+    state_only: Build `build_state_only_client_work`'s stand-in instead (same state and types,
+      no training traced), for processes whose `next` is never called.
   """
   if mu < 0:
     raise ValueError(f'proximal strength mu must be >= 0, got {mu}')
   mu = float(mu)
+  if state_only:
+    return build_state_only_client_work(
+        task, () if scheduled_client_lr is None else np.float32(scheduled_client_lr),
+        with_attacks=with_attacks)
   with tf.Graph().as_default():
     model = task.tff_model_fn()
     metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
   weights_type = tff.learning.models.weights_type_from_model(model)
-  dataset_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
-  if with_attacks:
-    attack_type = tff.SequenceType(tff.types.to_type(collections.OrderedDict(
-        kind=np.int32, scale=np.float32, seed=np.int32)))
-    data_type = tff.StructWithPythonType(
-        [('data', dataset_type), ('attack', attack_type)], collections.OrderedDict)
-  else:
-    data_type = dataset_type
+  data_type = _client_data_type(model, with_attacks)
 
   def client_update(initial_weights, client_input, learning_rate):
     update = _build_client_update(task.tff_model_fn, mu, weighted, loop_implementation)
@@ -179,3 +179,71 @@ def build_client_work(task: task_lib.Task, optimizer: tff.learning.optimizers.Op
     return tff.templates.MeasuredProcessOutput(state, client_result, measurements)
 
   return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
+
+
+def _client_data_type(model, with_attacks: bool):
+  """A client's input type: its dataset, or `OrderedDict(data=, attack=)` with attacks."""
+  dataset_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+  if not with_attacks:
+    return dataset_type
+  attack_type = tff.SequenceType(tff.types.to_type(collections.OrderedDict(
+      kind=np.int32, scale=np.float32, seed=np.int32)))
+  return tff.StructWithPythonType(
+      [('data', dataset_type), ('attack', attack_type)], collections.OrderedDict)
+
+
+def build_state_only_client_work(task: task_lib.Task, initial_state,
+                                 with_attacks: bool = False, with_hparams: bool = False,
+                                 ) -> tff.learning.templates.ClientWorkProcess:
+  """A client work with a real one's state and types, which trains nothing.
+
+  Backends that run the clients outside TFF (`--simulation=fused|vectorized`) use the learning
+  process only for its state: `initialize`, `get_model_weights`, checkpoints, the server
+  optimiser's and aggregator's state. Tracing the real client update for that (most of a run's
+  start-up: the model's forward and backward pass over a dataset reduce) is wasted, so their
+  process composes this stand-in instead. Its `initialize` gives `initial_state`, exactly the
+  real client work's; its `next` has the real one's type signature but returns zero updates of
+  weight 0 and no measurements. `composition.StateOnlyProcess` makes the process's `next`
+  refuse to run, so it can never stand in for training.
+
+  Args:
+    task: The task whose model the real client work trains.
+    initial_state: The real client work's initial state: `()` for `build_client_work` without a
+      schedule, the first round's rate with one, the client optimiser's hyperparameters for
+      TFF's `build_model_delta_client_work`.
+    with_attacks: Clients take `OrderedDict(data=, attack=)` inputs, as `build_client_work`'s.
+    with_hparams: Give `get_hparams`/`set_hparams` as TFF's `build_model_delta_client_work`
+      does (its state is the optimiser's hyperparameters).
+  """
+  with tf.Graph().as_default():
+    model = task.tff_model_fn()
+  weights_type = tff.learning.models.weights_type_from_model(model)
+  data_type = _client_data_type(model, with_attacks)
+
+  @tff.federated_computation
+  def init_fn():
+    return tff.federated_value(initial_state, tff.SERVER)
+
+  state_type = init_fn.type_signature.result.member
+
+  @tff.tensorflow.computation(weights_type)
+  def no_update(weights):
+    return tff.learning.templates.ClientResult(
+        update=tf.nest.map_structure(tf.zeros_like, weights.trainable),
+        update_weight=tf.constant(0.0))
+
+  @tff.federated_computation(init_fn.type_signature.result,
+                             tff.FederatedType(weights_type, tff.CLIENTS),
+                             tff.FederatedType(data_type, tff.CLIENTS))
+  def next_fn(state, weights, client_data):
+    del client_data
+    return tff.templates.MeasuredProcessOutput(
+        state, tff.federated_map(no_update, weights), tff.federated_value((), tff.SERVER))
+
+  if not with_hparams:
+    return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
+  get_hparams_fn = tff.tensorflow.computation(lambda state: state, state_type)
+  set_hparams_fn = tff.tensorflow.computation(lambda state, hparams: hparams, state_type,
+                                              state_type)
+  return tff.learning.templates.ClientWorkProcess(init_fn, next_fn, get_hparams_fn=get_hparams_fn,
+                                                  set_hparams_fn=set_hparams_fn)

@@ -19,6 +19,7 @@ client work (`client_work.py`, tested equal to TFF's for honest clients).
 import functools
 from typing import Optional
 
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_lab.algorithms import client_work as client_work_lib
@@ -35,6 +36,7 @@ def build_fedavg(task: task_lib.Task,
                  with_attacks: bool = False,
                  loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
                  scheduled_client_lr: Optional[float] = None,
+                 state_only: bool = False,
                  ) -> tff.learning.templates.LearningProcess:
   """Returns a FedAvg (or FedOpt) learning process for `task`.
 
@@ -51,14 +53,23 @@ def build_fedavg(task: task_lib.Task,
     loop_implementation: How clients iterate their dataset.
     scheduled_client_lr: With a client learning-rate schedule, its first round's rate: the
       clients take each round's rate from the client work's state (`client_work.py`).
+    state_only: The same process's state, initialisation and model weights, composed around a
+      client work that trains nothing (`client_work.build_state_only_client_work`; no client
+      training is traced), as a `composition.StateOnlyProcess`: for backends that never call
+      `next`.
   """
   server_optimizer = server_optimizer or tff.learning.optimizers.build_sgdm(learning_rate=1.0)
   if with_attacks or scheduled_client_lr is not None:
     work = client_work_lib.build_client_work(task, client_optimizer, mu=0.0, weighted=weighted,
                                              with_attacks=with_attacks,
                                              loop_implementation=loop_implementation,
-                                             scheduled_client_lr=scheduled_client_lr)
-    return composition.compose_with_client_work(task, work, server_optimizer, model_aggregator)
+                                             scheduled_client_lr=scheduled_client_lr,
+                                             state_only=state_only)
+    return composition.compose_with_client_work(task, work, server_optimizer, model_aggregator,
+                                                state_only=state_only)
+  if state_only:  # TFF's composition below, around a client work with its state
+    return _state_only_tff_fedavg(task, client_optimizer, server_optimizer, weighted,
+                                  model_aggregator)
   if weighted:
     return tff.learning.algorithms.build_weighted_fed_avg(
         task.tff_model_fn, client_optimizer_fn=client_optimizer,
@@ -68,6 +79,21 @@ def build_fedavg(task: task_lib.Task,
       task.tff_model_fn, client_optimizer_fn=client_optimizer,
       server_optimizer_fn=server_optimizer, model_aggregator=model_aggregator,
       loop_implementation=loop_implementation)
+
+
+def _state_only_tff_fedavg(task, client_optimizer, server_optimizer, weighted, model_aggregator):
+  """`build_weighted_fed_avg`'s (`build_unweighted_fed_avg`'s) process, with the state of its
+  `build_model_delta_client_work` (the client optimiser's hyperparameters) and no training."""
+  whimsy = client_optimizer.initialize(tf.TensorSpec(shape=(), dtype=tf.float32))
+  work = client_work_lib.build_state_only_client_work(
+      task, client_optimizer.get_hparams(whimsy), with_hparams=True)
+  if weighted:
+    factory = model_aggregator or tff.aggregators.MeanFactory()
+  else:
+    factory = tff.aggregators.as_weighted_aggregator(
+        model_aggregator or tff.aggregators.UnweightedMeanFactory())
+  return composition.compose_with_client_work(task, work, server_optimizer, factory,
+                                              state_only=True)
 
 
 def build_fedavg_client_work(task: task_lib.Task,
@@ -101,6 +127,7 @@ FEDAVG = spec_lib.AlgorithmSpec(
     description='Federated Averaging, clients weighted by example count (McMahan et al. 2017); '
     'FedOpt with a non-SGD server optimiser (Reddi et al. 2021)',
     build_process=functools.partial(build_fedavg, weighted=True),
+    build_state_process=functools.partial(build_fedavg, weighted=True, state_only=True),
     build_client_work=functools.partial(build_fedavg_client_work, weighted=True),
     weighted=True, local_step=spec_lib.PLAIN_SGD, supports_client_lr_schedule=True)
 
@@ -108,5 +135,6 @@ FEDAVG_UNWEIGHTED = spec_lib.AlgorithmSpec(
     name='fedavg_unweighted',
     description='Federated Averaging with every client weighted equally',
     build_process=functools.partial(build_fedavg, weighted=False),
+    build_state_process=functools.partial(build_fedavg, weighted=False, state_only=True),
     build_client_work=functools.partial(build_fedavg_client_work, weighted=False),
     weighted=False, local_step=spec_lib.PLAIN_SGD, supports_client_lr_schedule=True)

@@ -30,6 +30,7 @@ def build_fedprox(task: task_lib.Task,
                   with_attacks: bool = False,
                   loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE,
                   scheduled_client_lr: Optional[float] = None,
+                  state_only: bool = False,
                   ) -> tff.learning.templates.LearningProcess:
   """Returns a FedProx process with proximal strength `mu` (≥ 0).
 
@@ -43,27 +44,32 @@ def build_fedprox(task: task_lib.Task,
     loop_implementation: How clients iterate their dataset.
     scheduled_client_lr: With a client learning-rate schedule, its first round's rate (see
       `client_work.build_client_work`).
+    state_only: The process's state only, no client training traced (see
+      `fedavg.build_fedavg`).
   """
   if mu < 0:
     raise ValueError(f'FedProx mu must be >= 0, got {mu}')
   work = client_work_lib.build_client_work(task, client_optimizer, mu, weighted=True,
                                            with_attacks=with_attacks,
                                            loop_implementation=loop_implementation,
-                                           scheduled_client_lr=scheduled_client_lr)
-  return composition.compose_with_client_work(task, work, server_optimizer, model_aggregator)
+                                           scheduled_client_lr=scheduled_client_lr,
+                                           state_only=state_only)
+  return composition.compose_with_client_work(task, work, server_optimizer, model_aggregator,
+                                              state_only=state_only)
 
 
 def _build_process(task, client_optimizer, server_optimizer, model_aggregator=None,
-                   with_attacks=False, mu=0.0, scheduled_client_lr=None):
+                   with_attacks=False, mu=0.0, scheduled_client_lr=None, state_only=False):
   return build_fedprox(task, mu, client_optimizer, server_optimizer,
                        model_aggregator=model_aggregator, with_attacks=with_attacks,
-                       scheduled_client_lr=scheduled_client_lr)
+                       scheduled_client_lr=scheduled_client_lr, state_only=state_only)
 
 
 SPEC = spec_lib.AlgorithmSpec(
     name='fedprox',
     description='FedProx: local SGD on F_k(w) + (μ/2)‖w − wᵗ‖² (Li et al., MLSys 2020)',
     build_process=_build_process,
+    build_state_process=functools.partial(_build_process, state_only=True),
     build_client_work=functools.partial(client_work_lib.build_client_work, weighted=True),
     weighted=True,
     hparams=collections.OrderedDict(mu=spec_lib.Hyperparameter(

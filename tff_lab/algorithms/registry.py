@@ -64,6 +64,7 @@ def create_learning_process(name: str, task: task_lib.Task,
                             hparams: Optional[dict] = None, model_aggregator=None,
                             with_attacks: bool = False, state_only: bool = False,
                             scheduled_client_lr: Optional[float] = None,
+                            runs_elsewhere: bool = False,
                             ) -> tff.learning.templates.LearningProcess:
   """Builds the learning process for algorithm `name` (FedSGD ignores the client optimiser).
 
@@ -72,6 +73,9 @@ def create_learning_process(name: str, task: task_lib.Task,
   `client_work.py`); FedSGD does not support it (its clients send gradients, not local models).
   With `scheduled_client_lr` (the first round's rate of a client learning-rate schedule), the
   clients read each round's rate from the client work's state (`tff_lab.algorithms.schedules`).
+  With `runs_elsewhere` (the rounds run on a backend that never calls `process.next`, e.g.
+  `--simulation=fused`), an algorithm with a `build_state_process` builds that: the same state,
+  with no client training traced.
 
   Raises:
     ValueError: For an unknown hyperparameter or a bad value; for an algorithm whose rounds run
@@ -84,7 +88,9 @@ def create_learning_process(name: str, task: task_lib.Task,
     why = (f'keeps client state {list(spec.client_state)} and ' if spec.client_state else '')
     raise ValueError(f'--algorithm={name} {why}runs its rounds through its own runner, not '
                      'process.next: run it with tff_lab.training.run_experiment')
-  return spec.build_process(task, client_optimizer, server_optimizer,
+  build = (spec.build_state_process if runs_elsewhere and spec.build_state_process is not None
+           else spec.build_process)
+  return build(task, client_optimizer, server_optimizer,
                             model_aggregator=model_aggregator, with_attacks=with_attacks,
                             **_schedule_kwargs(spec, scheduled_client_lr),
                             **spec.resolve_hparams(hparams or {}))

@@ -124,6 +124,11 @@ class AlgorithmSpec:
       with_attacks) -> tff.learning.templates.LearningProcess`.
     build_client_work: `(task, client_optimizer, hparams, with_attacks) -> ClientWorkProcess`, the
       client work `build_process` composes, for backends that aggregate outside TFF.
+    build_state_process: Optional, with `build_process`'s arguments: the same process's state
+      (initialisation, model weights, checkpoint structure) without tracing any client training,
+      for backends that run the rounds themselves and never call `next`
+      (`composition.StateOnlyProcess`; it cuts the in-graph backends' start-up). None: those
+      backends build `build_process`'s.
     weighted: Clients are weighted by example count (the process takes a weighted aggregator).
     hparams: Its hyperparameters by name.
     local_step: Its local step, if it is local SGD with a (corrected) gradient; None otherwise
@@ -174,6 +179,7 @@ class AlgorithmSpec:
   build_runner: Optional[Callable[..., Any]] = None
   fused_runner: bool = False
   supports_client_lr_schedule: bool = False
+  build_state_process: Optional[Callable[..., Any]] = None
 
   def __post_init__(self):
     if self.client_state and (self.initial_store is None or self.build_runner is None):

@@ -37,7 +37,11 @@ each round, its learning rate the client rate η (scheduled or not), as the clie
 
 Scope (checked by `check_supported`): any `tff.learning.optimizers` client optimiser; model
 weights all trainable; the default (mean) aggregation; no update-altering attacks (label
-flipping, dropouts and stragglers are data-side and supported).
+flipping, dropouts and stragglers are data-side and supported). Models with many predictions per
+example train as in TFF: a sequence model's loss is the mean over its batch × positions (TFF's
+Keras loss), and the accuracy counts one prediction per non-padding target
+(`tff_lab.metrics.accuracy.prediction_counts`); the vectorized loop cannot take recurrent layers
+(`tff_lab.simulation.backends.check_task`).
 
 The model is applied through TFF's `functional_model_from_keras`, which needs a TF1-style graph;
 the round program is therefore built once in its own `tf.Graph` and run with a session.
@@ -133,16 +137,17 @@ class VectorizedRounds:
     w0, x, y, mask = self._w0, self._x, self._y, self._mask
     num_clients, num_steps = tf.shape(x)[0], tf.shape(x)[1]
 
-    def body(s, w, opt, loss_sum, correct_sum, batches):
-      new_w, opt, loss_s, correct_s, step = tf.vectorized_map(
+    def body(s, w, opt, loss_sum, correct_sum, batches, predictions):
+      new_w, opt, loss_s, correct_s, step, predictions_s = tf.vectorized_map(
           lambda args: step_fn(*args), (w, opt, x[:, s], y[:, s], mask[:, s]))
-      return s + 1, new_w, opt, loss_sum + loss_s, correct_sum + correct_s, batches + step
+      return (s + 1, new_w, opt, loss_sum + loss_s, correct_sum + correct_s, batches + step,
+              predictions + predictions_s)
 
     zeros = tf.zeros([num_clients])
     start = [tf.repeat(w[None], num_clients, axis=0) for w in w0]
     opt = self._program.optimizer_state(num_clients)
-    _, w_final, _, loss_sum, correct_sum, batches = tf.while_loop(
-        lambda s, *_: s < num_steps, body, (0, start, opt, zeros, zeros, zeros))
+    _, w_final, _, loss_sum, correct_sum, batches, predictions = tf.while_loop(
+        lambda s, *_: s < num_steps, body, (0, start, opt, zeros, zeros, zeros, zeros))
     num_examples = tf.reduce_sum(mask, axis=[1, 2])
     deltas = [w[None] - wf for w, wf in zip(w0, w_final)]
     finite = tf.reduce_all(tf.stack([
@@ -154,7 +159,7 @@ class VectorizedRounds:
     weighted_sum = [tf.tensordot(weights, d, axes=1) for d in deltas]
     return (weighted_sum, tf.reduce_sum(weights), tf.reduce_sum(loss_sum),
             tf.reduce_sum(correct_sum), tf.reduce_sum(num_examples), tf.reduce_sum(batches),
-            tf.reduce_sum(1 - tf.cast(finite, tf.int32)))
+            tf.reduce_sum(1 - tf.cast(finite, tf.int32)), tf.reduce_sum(predictions))
 
   def _sequential_clients(self, step_fn):
     """One client after another, each over its own steps only; returns Σ weight·Δ and the sums."""
@@ -164,16 +169,19 @@ class VectorizedRounds:
     # Packed batches are front-filled, so a client's steps are its first `steps[k]`.
     steps = tf.reduce_sum(tf.cast(has_batch, tf.int32), axis=1)
 
-    def client(k, weighted_sum, weight_sum, loss_sum, correct_sum, batches, non_finite):
+    def client(k, weighted_sum, weight_sum, loss_sum, correct_sum, batches, non_finite,
+               predictions):
       xk, yk, mk = x[k], y[k], mask[k]
 
-      def local_step(s, w, opt, client_loss, client_correct):
-        new_w, opt, batch_loss, correct, _ = step_fn(w, opt, xk[s], yk[s], mk[s])
-        return s + 1, new_w, opt, client_loss + batch_loss, client_correct + correct
+      def local_step(s, w, opt, client_loss, client_correct, client_predictions):
+        new_w, opt, batch_loss, correct, _, batch_predictions = step_fn(w, opt, xk[s], yk[s],
+                                                                       mk[s])
+        return (s + 1, new_w, opt, client_loss + batch_loss, client_correct + correct,
+                client_predictions + batch_predictions)
 
-      _, w_final, _, client_loss, client_correct = tf.while_loop(
+      _, w_final, _, client_loss, client_correct, client_predictions = tf.while_loop(
           lambda s, *_: s < steps[k], local_step,
-          (0, list(w0), self._program.optimizer_state(), 0.0, 0.0))
+          (0, list(w0), self._program.optimizer_state(), 0.0, 0.0, 0.0))
       delta = [a - b for a, b in zip(w0, w_final)]
       finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(d)) for d in delta])
       weight = self._client_weight(tf.reduce_sum(mk), finite)
@@ -181,20 +189,22 @@ class VectorizedRounds:
                       for acc, d in zip(weighted_sum, delta)]
       return (k + 1, weighted_sum, weight_sum + weight, loss_sum + client_loss,
               correct_sum + client_correct, batches + tf.cast(steps[k], tf.float32),
-              non_finite + 1 - tf.cast(finite, tf.int32))
+              non_finite + 1 - tf.cast(finite, tf.int32), predictions + client_predictions)
 
-    _, weighted_sum, weight_sum, loss_sum, correct_sum, batches, non_finite = tf.while_loop(
-        lambda k, *_: k < num_clients, client,
-        (0, [tf.zeros_like(w) for w in w0], 0.0, 0.0, 0.0, 0.0, 0),
-        parallel_iterations=_PARALLEL_CLIENTS)
+    (_, weighted_sum, weight_sum, loss_sum, correct_sum, batches, non_finite,
+     predictions) = tf.while_loop(
+         lambda k, *_: k < num_clients, client,
+         (0, [tf.zeros_like(w) for w in w0], 0.0, 0.0, 0.0, 0.0, 0, 0.0),
+         parallel_iterations=_PARALLEL_CLIENTS)
     return (weighted_sum, weight_sum, loss_sum, correct_sum, tf.reduce_sum(mask), batches,
-            non_finite)
+            non_finite, predictions)
 
   def _sums(self, weighted_sum, weight_sum, loss_sum, correct, num_examples, num_batches,
-            non_finite):
+            non_finite, predictions):
     return collections.OrderedDict(
         weighted_sum=weighted_sum, weight_sum=weight_sum, loss_sum=loss_sum, correct=correct,
-        num_examples=num_examples, num_batches=num_batches, non_finite=non_finite)
+        num_examples=num_examples, num_batches=num_batches, non_finite=non_finite,
+        predictions=predictions)
 
   def pack(self, client_inputs: Sequence[Any]) -> dict[str, np.ndarray]:
     """The round's arrays from `ClientPlan`s (by index, fast) or from finished datasets."""
@@ -227,7 +237,8 @@ class VectorizedRounds:
                                                            mean_delta)
     return server_lib.round_output(
         new_state, non_finite, server_lib.train_metrics(
-            out['loss_sum'], out['correct'], out['num_examples'], out['num_batches']),
+            out['loss_sum'], out['correct'], out['num_examples'], out['num_batches'],
+            num_predictions=out['predictions']),
         aggregator_metrics=server_lib.dense_communication_metrics(len(client_inputs),
                                                                   weights.trainable))
 
@@ -323,7 +334,10 @@ class FusedClientPhase:
   FedNova): every client's local steps in one TF program, one client after another, returning
   each client's result as `tff_lab.algorithms.client_phase` does on the `tff` backend:
 
-      OrderedDict(delta=x − y, num_examples, num_steps, loss_sum, correct)
+      OrderedDict(delta=x − y, num_examples, num_steps, loss_sum, correct, num_predictions)
+
+  (`num_predictions`: what the accuracy divides `correct` by; the examples, or a sequence
+  model's non-padding targets.)
 
   With `with_correction`, each client's correction (arrays shaped like the trainable weights)
   is fed with its batches and reaches the local step as `aux['correction']`.
@@ -362,27 +376,33 @@ class FusedClientPhase:
     has_batch = tf.reduce_sum(mask, axis=2) > 0
     steps = tf.reduce_sum(tf.cast(has_batch, tf.int32), axis=1)  # front-filled batches
 
-    def client(k, deltas, losses, corrects):
+    def client(k, deltas, losses, corrects, predictions):
       xk, yk, mk = x[k], y[k], mask[k]
       aux = (None if self._corrections is None
              else {'correction': tuple(c[k] for c in self._corrections)})
 
-      def local_step(s, w, opt, client_loss, client_correct):
-        new_w, opt, batch_loss, correct, _ = p.step_fn(w, opt, xk[s], yk[s], mk[s], aux=aux)
-        return s + 1, new_w, opt, client_loss + batch_loss, client_correct + correct
+      def local_step(s, w, opt, client_loss, client_correct, client_predictions):
+        new_w, opt, batch_loss, correct, _, batch_predictions = p.step_fn(
+            w, opt, xk[s], yk[s], mk[s], aux=aux)
+        return (s + 1, new_w, opt, client_loss + batch_loss, client_correct + correct,
+                client_predictions + batch_predictions)
 
-      _, w_final, _, client_loss, client_correct = tf.while_loop(
-          lambda s, *_: s < steps[k], local_step, (0, list(w0), p.optimizer_state(), 0.0, 0.0))
+      _, w_final, _, client_loss, client_correct, client_predictions = tf.while_loop(
+          lambda s, *_: s < steps[k], local_step,
+          (0, list(w0), p.optimizer_state(), 0.0, 0.0, 0.0))
       deltas = [ta.write(k, a - b) for ta, a, b in zip(deltas, w0, w_final)]
-      return k + 1, deltas, losses.write(k, client_loss), corrects.write(k, client_correct)
+      return (k + 1, deltas, losses.write(k, client_loss), corrects.write(k, client_correct),
+              predictions.write(k, client_predictions))
 
     arrays = lambda: tf.TensorArray(tf.float32, size=num_clients)
-    _, deltas, losses, corrects = tf.while_loop(
+    _, deltas, losses, corrects, predictions = tf.while_loop(
         lambda k, *_: k < num_clients, client,
-        (0, [arrays() for _ in w0], arrays(), arrays()), parallel_iterations=_PARALLEL_CLIENTS)
+        (0, [arrays() for _ in w0], arrays(), arrays(), arrays()),
+        parallel_iterations=_PARALLEL_CLIENTS)
     return collections.OrderedDict(
         delta=[d.stack() for d in deltas], num_examples=tf.reduce_sum(mask, axis=[1, 2]),
-        num_steps=steps, loss_sum=losses.stack(), correct=corrects.stack())
+        num_steps=steps, loss_sum=losses.stack(), correct=corrects.stack(),
+        num_predictions=predictions.stack())
 
   def __call__(self, weights: Any, plan, corrections: Optional[Sequence[Any]] = None,
                rate: Optional[float] = None) -> list['collections.OrderedDict[str, Any]']:
@@ -405,7 +425,8 @@ class FusedClientPhase:
     return [collections.OrderedDict(
         delta=[d[k] for d in out['delta']], num_examples=int(out['num_examples'][k]),
         num_steps=int(out['num_steps'][k]), loss_sum=float(out['loss_sum'][k]),
-        correct=float(out['correct'][k])) for k in range(len(clients))]
+        correct=float(out['correct'][k]), num_predictions=float(out['num_predictions'][k]))
+        for k in range(len(clients))]
 
   def close(self) -> None:
     self._program.close()
@@ -447,7 +468,8 @@ def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, optimizer, w,
   with tf.GradientTape() as tape:
     tape.watch(w)
     preds = model.predict_on_batch((w, ()), xb, training=True)
-    batch_loss = tf.math.divide_no_nan(tf.reduce_sum(loss_fn(yb, preds) * mb), count)
+    batch_loss = tf.math.divide_no_nan(tf.reduce_sum(_example_losses(loss_fn(yb, preds)) * mb),
+                                       count)
   grads = tape.gradient(batch_loss, w, unconnected_gradients=tf.UnconnectedGradients.ZERO)
   step = tf.cast(count > 0, tf.float32)  # a client with no batch at this step stays put
   direction = local_step.gradient(grads, w, w0, hparams, aux=aux)  # the step, written once
@@ -459,5 +481,22 @@ def _local_step(model, loss_fn, kind, lr, local_step, hparams, w0, optimizer, w,
     new_w = [tf.where(stepped, u, wi) for u, wi in zip(updated, w)]
     opt = tf.nest.map_structure(lambda n, o: tf.where(stepped, tf.cast(n, o.dtype), o),
                                 collections.OrderedDict(new_opt), opt)
-  correct = tf.reduce_sum(accuracy_lib.correct_predictions(kind, yb, preds) * mb)
-  return new_w, opt, batch_loss * count, correct, step
+  correct, predictions = _correct_and_predictions(kind, yb, preds, mb)
+  return new_w, opt, batch_loss * count, correct, step, predictions
+
+
+def _example_losses(losses: tf.Tensor) -> tf.Tensor:
+  """One loss per example: a sequence model's per-position losses [batch, time] averaged over
+  positions. A batch's mean of these is then the mean over its batch × time positions, which is
+  what TFF's Keras loss (`SUM_OVER_BATCH_SIZE`) takes."""
+  if losses.shape.rank is None or losses.shape.rank <= 1:
+    return losses
+  return tf.reduce_mean(losses, axis=list(range(1, losses.shape.rank)))
+
+
+def _correct_and_predictions(kind: str, yb, preds, mb) -> tuple[tf.Tensor, tf.Tensor]:
+  """A padded batch's correct predictions and its number of predictions, as TFF's accuracy
+  metric counts them (`tff_lab.metrics.accuracy`): one per example, or, for sequences and
+  multi-label targets, one per non-padding target."""
+  correct, predictions = accuracy_lib.prediction_counts(kind, yb, preds)
+  return tf.reduce_sum(correct * mb), tf.reduce_sum(predictions * mb)

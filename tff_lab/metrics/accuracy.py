@@ -25,7 +25,37 @@ the true labels for `multi_label`.
 import tensorflow as tf
 
 KINDS = ('sign', 'binary', 'sparse_categorical', 'next_token', 'multi_label')
+# The kinds with one prediction per example (the others: one per non-padding target).
+PER_EXAMPLE_KINDS = ('sign', 'binary', 'sparse_categorical')
 PAD_TOKEN = 0
+
+
+def _correct_and_valid(kind: str, y_true: tf.Tensor, y_pred: tf.Tensor):
+  """Booleans of one shape: where a prediction is correct, and where there is one to make
+  ([batch] for the per-example kinds, where every entry is one; [batch, time] for `next_token`,
+  [batch, labels] for `multi_label`)."""
+  if kind == 'sign':
+    pred = tf.where(tf.reshape(y_pred, [-1]) >= 0.0, 1.0, -1.0)
+    correct = tf.equal(pred, tf.cast(tf.reshape(y_true, [-1]), tf.float32))
+  elif kind == 'binary':
+    pred = tf.cast(tf.reshape(y_pred, [-1]) > 0.5, tf.float32)
+    correct = tf.equal(pred, tf.cast(tf.reshape(y_true, [-1]), tf.float32))
+  elif kind == 'sparse_categorical':
+    pred = tf.argmax(y_pred, axis=-1, output_type=tf.int64)
+    correct = tf.equal(pred, tf.cast(tf.reshape(y_true, [-1]), tf.int64))
+  elif kind == 'next_token':
+    targets = tf.cast(y_true, tf.int64)
+    pred = tf.argmax(tf.reshape(y_pred, tf.concat([tf.shape(targets), [-1]], 0)), axis=-1,
+                     output_type=tf.int64)
+    return tf.equal(pred, targets), tf.not_equal(targets, PAD_TOKEN)
+  elif kind == 'multi_label':
+    num_labels = tf.shape(y_pred)[-1]
+    top5 = tf.math.top_k(y_pred, k=tf.minimum(5, num_labels)).indices
+    in_top5 = tf.reduce_sum(tf.one_hot(top5, num_labels), axis=-2) > 0
+    return in_top5, tf.cast(y_true, tf.float32) > 0
+  else:
+    raise ValueError(f'unknown prediction kind {kind!r}; expected one of {KINDS}')
+  return correct, tf.ones_like(correct)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -40,27 +70,23 @@ def correct_predictions(kind: str, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.T
       `sparse_categorical`, [batch, time, classes] for `next_token`, [batch, labels] for
       `multi_label`.
   """
-  if kind == 'sign':
-    pred = tf.where(tf.reshape(y_pred, [-1]) >= 0.0, 1.0, -1.0)
-    correct = tf.equal(pred, tf.cast(tf.reshape(y_true, [-1]), tf.float32))
-  elif kind == 'binary':
-    pred = tf.cast(tf.reshape(y_pred, [-1]) > 0.5, tf.float32)
-    correct = tf.equal(pred, tf.cast(tf.reshape(y_true, [-1]), tf.float32))
-  elif kind == 'sparse_categorical':
-    pred = tf.argmax(y_pred, axis=-1, output_type=tf.int64)
-    correct = tf.equal(pred, tf.cast(tf.reshape(y_true, [-1]), tf.int64))
-  elif kind == 'next_token':
-    targets = tf.cast(tf.reshape(y_true, [-1]), tf.int64)
-    pred = tf.argmax(tf.reshape(y_pred, [tf.size(targets), -1]), axis=-1, output_type=tf.int64)
-    correct = tf.boolean_mask(tf.equal(pred, targets), tf.not_equal(targets, PAD_TOKEN))
-  elif kind == 'multi_label':
-    num_labels = tf.shape(y_pred)[-1]
-    top5 = tf.math.top_k(y_pred, k=tf.minimum(5, num_labels)).indices
-    in_top5 = tf.reduce_sum(tf.one_hot(top5, num_labels), axis=-2) > 0
-    correct = tf.boolean_mask(in_top5, tf.cast(y_true, tf.float32) > 0)
-  else:
-    raise ValueError(f'unknown prediction kind {kind!r}; expected one of {KINDS}')
+  correct, valid = _correct_and_valid(kind, y_true, y_pred)
+  if kind not in PER_EXAMPLE_KINDS:
+    correct = tf.boolean_mask(correct, valid)
   return tf.cast(correct, tf.float32)
+
+
+@tf.autograph.experimental.do_not_convert
+def prediction_counts(kind: str, y_true: tf.Tensor, y_pred: tf.Tensor
+                      ) -> tuple[tf.Tensor, tf.Tensor]:
+  """Per example, its correct predictions and its predictions (float32 [batch] each): the sums
+  of `correct_predictions` split by example, with no ragged masking (so it runs under
+  `tf.vectorized_map`). Arguments as `correct_predictions`'s."""
+  correct, valid = _correct_and_valid(kind, y_true, y_pred)
+  if kind in PER_EXAMPLE_KINDS:
+    return tf.cast(correct, tf.float32), tf.cast(valid, tf.float32)
+  correct = tf.cast(tf.logical_and(correct, valid), tf.float32)
+  return tf.reduce_sum(correct, axis=-1), tf.reduce_sum(tf.cast(valid, tf.float32), axis=-1)
 
 
 class Accuracy(tf.keras.metrics.MeanMetricWrapper):

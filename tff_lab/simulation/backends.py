@@ -47,6 +47,7 @@ from tff_lab.algorithms import registry as algorithms_registry
 from tff_lab.algorithms import schedules
 from tff_lab.algorithms import secure_rounds
 from tff_lab.algorithms import vectorized
+from tff_lab.metrics import accuracy as accuracy_lib
 from tff_lab.simulation import asynchronous
 from tff_lab.simulation import latency
 from tff_lab.simulation import plan as plan_lib
@@ -95,12 +96,17 @@ class Backend:
     check: `(config) -> None`; raises ValueError (one line, naming the setting) for what this
       backend cannot run. No tracing.
     build: `(BackendContext) -> RoundRunner`.
+    calls_process_next: Its runner calls the learning process's `next` (or its client work).
+      False: the process serves only for the state, so the loop builds the algorithm's
+      state-only process where it has one (`AlgorithmSpec.build_state_process`), which traces
+      no client training.
   """
 
   name: str
   description: str
   check: Callable[[Any], None]
   build: Callable[[BackendContext], RoundRunner]
+  calls_process_next: bool = True
 
 
 BACKENDS: 'collections.OrderedDict[str, Backend]' = collections.OrderedDict()
@@ -128,11 +134,28 @@ def simulation_names() -> tuple[str, ...]:
 
 
 def check_task(config, prediction_kind: str) -> None:
-  """Raises a one-line ValueError where the in-graph paths cannot train the task's model: their
-  local step weighs one loss per example, and a `next_token` model has one per position."""
-  if config.simulation in vectorized.SIMULATION_CLIENT_LOOPS and prediction_kind == 'next_token':
-    raise ValueError(f'--simulation={config.simulation} trains models with one loss per '
-                     'example, not a next_token task\'s loss per position; use --simulation=tff')
+  """Raises a one-line ValueError where the in-graph paths cannot train the task's model.
+
+  Their FedAvg/FedProx rounds (the plain mean and the aggregator stack) train sequence and
+  multi-label models too, with TFF's loss (the mean over positions) and accuracy (one prediction
+  per non-padding target); `vectorized` not sequence models, whose recurrent loop
+  `tf.vectorized_map` cannot vectorise. The rounds of algorithms with their own runner, and
+  secure aggregation, count one prediction per example, so they refuse those tasks.
+  """
+  if (config.simulation not in vectorized.SIMULATION_CLIENT_LOOPS
+      or prediction_kind in accuracy_lib.PER_EXAMPLE_KINDS):
+    return
+  if config.simulation == 'vectorized' and prediction_kind == 'next_token':
+    raise ValueError('--simulation=vectorized cannot vectorise a sequence model\'s recurrent '
+                     'loop (tf.vectorized_map); use --simulation=fused')
+  if backend_name(config) == 'secure':
+    raise ValueError(f'--secure_aggregation with --simulation={config.simulation} counts one '
+                     f'prediction per example, not a {prediction_kind} task\'s; use '
+                     '--simulation=tff')
+  if algorithms_registry.get(config.algorithm).build_runner is not None:
+    raise ValueError(f'--algorithm={config.algorithm} on --simulation={config.simulation} '
+                     f'counts one prediction per example, not a {prediction_kind} task\'s; use '
+                     '--simulation=tff')
 
 
 def resolve(config, has_model_aggregator: bool = False,
@@ -171,6 +194,11 @@ def resolve(config, has_model_aggregator: bool = False,
 def backend_name(config) -> str:
   """The backend that runs `config`: `secure` with secure aggregation, else `config.simulation`."""
   return 'secure' if config.aggregation.get('secure_aggregation') else config.simulation
+
+
+def calls_process_next(config) -> bool:
+  """Whether the backend that runs `config` (resolved, not `auto`) calls `process.next`."""
+  return get(backend_name(config)).calls_process_next
 
 
 def get(name: str) -> Backend:
@@ -303,7 +331,8 @@ class AggregatingInGraphRunner:
         self._server_optimizer, state, mean_delta, aggregator=aggregator_state)
     train = server_lib.train_metrics(
         sum(r['loss_sum'] for r in results), sum(r['correct'] for r in results), num_examples,
-        sum(r['num_steps'] for r in results))
+        sum(r['num_steps'] for r in results),
+        num_predictions=sum(r['num_predictions'] for r in results))
     return server_lib.round_output(new_state, non_finite, train,
                                    aggregator_metrics=measurements)
 
@@ -424,9 +453,9 @@ def _build_tff(context: BackendContext) -> RoundRunner:
 register(Backend('tff', "TFF's runtime, one client computation per client (every setting)",
                  _check_tff, _build_tff))
 register(Backend('fused', 'all clients in one TF program, one after another (fastest on CPU)',
-                 _check_in_graph, _build_in_graph))
+                 _check_in_graph, _build_in_graph, calls_process_next=False))
 register(Backend('vectorized', 'all clients in one TF program, batched with tf.vectorized_map',
-                 _check_in_graph, _build_in_graph))
+                 _check_in_graph, _build_in_graph, calls_process_next=False))
 register(Backend('secure', 'clients in TFF or fused, updates summed by the secure aggregation '
                  'protocol',
                  _check_secure, _build_secure))

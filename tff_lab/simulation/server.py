@@ -56,11 +56,16 @@ def apply_server_update(server_optimizer: tff.learning.optimizers.Optimizer, sta
 
 
 def train_metrics(loss_sum: float, correct: float, num_examples: float, num_batches: float,
-                  extra: Optional[dict] = None) -> dict:
-  """`client_work/train` metrics with the layout TFF's `sum_then_finalize` gives."""
+                  extra: Optional[dict] = None, num_predictions: Optional[float] = None) -> dict:
+  """`client_work/train` metrics with the layout TFF's `sum_then_finalize` gives.
+
+  The accuracy is `correct` over `num_predictions` (None: over the examples; a sequence model
+  makes one prediction per non-padding target, `tff_lab.metrics.accuracy`).
+  """
   n = float(num_examples)
+  p = n if num_predictions is None else float(num_predictions)
   out = collections.OrderedDict(
-      accuracy=float(correct) / n if n else float('nan'),
+      accuracy=float(correct) / p if p else float('nan'),
       loss=float(loss_sum) / n if n else float('nan'),
       num_examples=int(n), num_batches=int(num_batches))
   out.update(extra or {})

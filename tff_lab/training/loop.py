@@ -154,8 +154,13 @@ def create_model_aggregator(config: config_lib.ExperimentConfig, model_aggregato
 
 
 def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
-                  model_aggregator=None) -> tff.learning.templates.LearningProcess:
-  """The TFF learning process of `config` (aggregating with `create_model_aggregator`)."""
+                  model_aggregator=None, runs_elsewhere: bool = False
+                  ) -> tff.learning.templates.LearningProcess:
+  """The TFF learning process of `config` (aggregating with `create_model_aggregator`).
+
+  With `runs_elsewhere` (the backend never calls `process.next`), the algorithm's state-only
+  process where it has one: the same state and model weights, no client training traced.
+  """
   client_opt = optimizers_lib.create_optimizer(
       config.client_optimizer, config.client_learning_rate, **config.client_optimizer_hparams)
   return algorithms_registry.create_learning_process(
@@ -163,7 +168,7 @@ def build_process(config: config_lib.ExperimentConfig, task: task_lib.Task,
       hparams=config.algorithm_hparams,
       model_aggregator=create_model_aggregator(config, model_aggregator),
       with_attacks=config.faults.update_attacks, state_only=True,
-      scheduled_client_lr=schedules.scheduled_client_lr(config))
+      scheduled_client_lr=schedules.scheduled_client_lr(config), runs_elsewhere=runs_elsewhere)
 
 
 def _flatten(prefix: str, value: Any, out: dict) -> None:
@@ -496,7 +501,8 @@ class _Run:
 def _build_run(config, task, model_aggregator) -> _Run:
   _set_execution_context(config)
   model_aggregator = create_model_aggregator(config, model_aggregator)
-  process = build_process(config, task, model_aggregator)
+  process = build_process(config, task, model_aggregator,
+                          runs_elsewhere=not backends.calls_process_next(config))
   runner, client_store = _build_runner(config, task, process, model_aggregator)
   evaluation = create_evaluation(config, task)
   # A runner whose algorithm keeps personalised models gives them (Ditto, FedRep).
