@@ -8,9 +8,9 @@ Two measurements from one run (a script, not a test):
    `--examples_per_client` random MNIST-shaped examples per client, batch 20, 1 epoch. Prints the
    time per client relative to the smallest size: growth no faster than linear means the ratio
    stays at or below ~1.
-2. Memory: resident memory (this process plus its TFF worker_binary) after round 20 and after
-   round `--long_rounds` (default 300) of one run of tff_lab's training loop on a small workload
-   (digits, 2NN, 10 clients per round, evaluation and checkpoints every 10 rounds), and the
+2. Memory: resident memory (this process plus its TFF worker_binary) after round `--first_mark`
+   (default 20) and after round `--long_rounds` (default 300) of one run of tff_lab's training
+   loop on a small workload (digits, 2NN, 10 clients per round, evaluation and checkpoints every 10 rounds), and the
    growth between them, for each of `--memory_simulations`.
 
 Run from the repository root:
@@ -21,6 +21,7 @@ Run from the repository root:
 Heavy: run nothing else alongside it.
 """
 
+import math
 import statistics
 import tempfile
 import time
@@ -50,6 +51,7 @@ _SIZES = flags.DEFINE_list('sizes', ['10', '100', '1000'], 'Clients per round to
 _EXAMPLES = flags.DEFINE_integer('examples_per_client', 100, 'Examples per client.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Timed rounds per size (after 1 warm-up round).')
 _LONG_ROUNDS = flags.DEFINE_integer('long_rounds', 300, 'Rounds of the memory run.')
+_FIRST_MARK = flags.DEFINE_integer('first_mark', 20, 'The memory run\'s first measured round.')
 _PATHS = flags.DEFINE_list('paths', ['tff', 'fused', 'vectorized'], 'Paths the scaling part times.')
 _MEMORY_SIMULATIONS = flags.DEFINE_list('memory_simulations', ['tff', 'fused'],
                                         '--simulation values of the memory runs.')
@@ -116,28 +118,31 @@ def scaling(sizes: list[int]) -> None:
             f'{per_client / base[path]:>22.2f}', flush=True)
 
 
-def memory(rounds: int, simulation: str) -> None:
-  marks = {20: None, rounds: None}
+def memory(first: int, rounds: int, simulation: str) -> None:
+  """Prints resident memory after round `first` and after round `rounds` of one run."""
+  if not 0 < first < rounds:
+    raise SystemExit(f'need 0 < --first_mark < --long_rounds, got {first} and {rounds}')
+  marks = {first: None, rounds: None}
   with tempfile.TemporaryDirectory() as root:
     config = config_lib.ExperimentConfig(
         task='digits', task_options={'model': 'mlp'}, rounds=rounds, clients_per_round=10,
-        eval_every=10, checkpoint_every=10, root_output_dir=root, experiment_name='mem',
+        eval_every=10, checkpoint_every=math.gcd(10, first, rounds), root_output_dir=root, experiment_name='mem',
         progress=False, simulation=simulation)
     original = loop.checkpoint.save_checkpoint
 
-    def save_and_measure(directory, round_num, state, keep=3):
+    def save_and_measure(directory, round_num, state, **kwargs):
       if round_num in marks:
         marks[round_num] = rss_mb()
-      return original(directory, round_num, state, keep)
+      return original(directory, round_num, state, **kwargs)
 
     loop.checkpoint.save_checkpoint = save_and_measure  # measure right after rounds 20 and N
     try:
       loop.run_experiment(config)
     finally:
       loop.checkpoint.save_checkpoint = original
-  growth = (marks[rounds] - marks[20]) / marks[20]
-  print(f'--simulation={simulation}: resident memory (python + worker): round 20 '
-        f'{marks[20]:.0f} MB, round {rounds} '
+  growth = (marks[rounds] - marks[first]) / marks[first]
+  print(f'--simulation={simulation}: resident memory (python + worker): round {first} '
+        f'{marks[first]:.0f} MB, round {rounds} '
         f'{marks[rounds]:.0f} MB, growth {100 * growth:+.1f}%')
 
 
@@ -147,7 +152,7 @@ def main(argv):
   try:
     scaling([int(s) for s in _SIZES.value])
     for simulation in _MEMORY_SIMULATIONS.value:
-      memory(_LONG_ROUNDS.value, simulation)
+      memory(_FIRST_MARK.value, _LONG_ROUNDS.value, simulation)
   finally:
     runtime.stop_all_workers()
 
