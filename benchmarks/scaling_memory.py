@@ -10,8 +10,8 @@ Two measurements from one run (a script, not a test):
    stays at or below ~1.
 2. Memory: resident memory (this process plus its TFF worker_binary) after round `--first_mark`
    (default 20) and after round `--long_rounds` (default 300) of one run of tff_lab's training
-   loop on a small workload (digits, 2NN, 10 clients per round, evaluation and checkpoints every 10 rounds), and the
-   growth between them, for each of `--memory_simulations`.
+   loop on a small workload (digits, 2NN, 10 clients per round, evaluation and checkpoints every
+   10 rounds), and the growth between them, for each of `--memory_simulations`.
 
 Run from the repository root:
 
