@@ -126,8 +126,8 @@ def memory(first: int, rounds: int, simulation: str) -> None:
   with tempfile.TemporaryDirectory() as root:
     config = config_lib.ExperimentConfig(
         task='digits', task_options={'model': 'mlp'}, rounds=rounds, clients_per_round=10,
-        eval_every=10, checkpoint_every=math.gcd(10, first, rounds), root_output_dir=root, experiment_name='mem',
-        progress=False, simulation=simulation)
+        eval_every=10, checkpoint_every=math.gcd(10, first, rounds), root_output_dir=root,
+        experiment_name='mem', progress=False, simulation=simulation)
     original = loop.checkpoint.save_checkpoint
 
     def save_and_measure(directory, round_num, state, **kwargs):
@@ -135,7 +135,7 @@ def memory(first: int, rounds: int, simulation: str) -> None:
         marks[round_num] = rss_mb()
       return original(directory, round_num, state, **kwargs)
 
-    loop.checkpoint.save_checkpoint = save_and_measure  # measure right after rounds 20 and N
+    loop.checkpoint.save_checkpoint = save_and_measure  # measure right after both marks
     try:
       loop.run_experiment(config)
     finally:
